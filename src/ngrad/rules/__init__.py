@@ -1,0 +1,68 @@
+"""The registry: the one place where a rule's name maps to its class."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ngrad.errors import ConfigError
+from ngrad.losses import Loss
+from ngrad.network import Network
+from ngrad.rules.backprop import Backprop
+from ngrad.rules.base import FeedbackPair, LearningRule, StepRecord
+from ngrad.rules.direct_feedback_alignment import DirectFeedbackAlignment
+from ngrad.rules.feedback_alignment import FeedbackAlignment
+from ngrad.rules.kolen_pollack import KolenPollack
+from ngrad.rules.sign_symmetry import (
+    BatchRandomSignSymmetry,
+    FixedRandomSignSymmetry,
+    UniformSignSymmetry,
+)
+from ngrad.rules.weight_mirror import WeightMirror
+
+__all__ = [
+    "REGISTRY",
+    "FeedbackPair",
+    "LearningRule",
+    "StepRecord",
+    "available_rules",
+    "get_rule_class",
+    "make_rule",
+]
+
+REGISTRY: dict[str, type[LearningRule]] = {
+    cls.name: cls
+    for cls in (
+        Backprop,
+        FeedbackAlignment,
+        DirectFeedbackAlignment,
+        UniformSignSymmetry,
+        BatchRandomSignSymmetry,
+        FixedRandomSignSymmetry,
+        KolenPollack,
+        WeightMirror,
+    )
+}
+
+
+def available_rules() -> list[str]:
+    """Names of all registered rules, in registry order (backprop first)."""
+    return list(REGISTRY)
+
+
+def get_rule_class(name: str) -> type[LearningRule]:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise ConfigError(
+            f"unknown rule {name!r}; available rules: {', '.join(REGISTRY)}"
+        ) from None
+
+
+def make_rule(
+    name: str, network: Network, loss: str | Loss = "cross_entropy", **options: Any
+) -> LearningRule:
+    """Build rule ``name`` on ``network``; unknown names or options raise ConfigError."""
+    cls = get_rule_class(name)
+    if not cls.supports(network):
+        raise ConfigError(f"rule {name!r} cannot train this network ({cls.summary})")
+    return cls(network, loss, **options)

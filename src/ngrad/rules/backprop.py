@@ -1,0 +1,38 @@
+"""Backpropagation: the reference every other rule is measured against.
+
+    delta_L = dL/da_L
+    delta_l = f'(a_l) * (W_{l+1}^T delta_{l+1})
+    dW_l = delta_l h_{l-1}^T,   db_l = sum_batch delta_l
+
+Rumelhart, Hinton & Williams (1986). Learning representations by back-propagating errors.
+Nature 323, 533-536.
+
+Computed with PyTorch autograd, as a researcher's own backprop baseline would be: speed ratios of
+the other rules are quoted against this implementation. Not local: the error at layer l needs the
+transpose of every forward weight above it (weight transport).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ngrad.rules.base import LearningRule, StepRecord, assign_gradient
+
+__all__ = ["Backprop"]
+
+
+class Backprop(LearningRule):
+    name = "bp"
+    summary = "backpropagation via autograd (the reference)"
+    citation = "Rumelhart, Hinton & Williams 1986, Nature 323:533"
+
+    def backward(self, inputs: Tensor, targets: Tensor) -> StepRecord:
+        parameters = list(self.network.parameters())
+        with torch.enable_grad():
+            output = self.network(inputs)
+            loss = self.loss(output, targets)
+            gradients = torch.autograd.grad(loss, parameters)
+        for parameter, gradient in zip(parameters, gradients, strict=True):
+            assign_gradient(parameter, gradient)
+        return StepRecord(loss.detach(), output.detach())

@@ -1,0 +1,112 @@
+"""The contract every learning rule implements.
+
+A rule owns a :class:`~ngrad.network.Network` and any feedback pathway it needs. Its
+``backward(x, y)`` runs every phase the rule needs on one mini-batch and *writes* its update into
+``.grad`` of every parameter it trains (forward weights and, where the rule learns them, feedback
+weights), so any ``torch.optim`` optimiser, scheduler or gradient clipping applies it unchanged. The
+gradient is overwritten, not accumulated: no ``zero_grad`` is needed between steps.
+
+``rule.parameters()`` yields exactly the trained parameters; fixed feedback matrices are buffers, so
+``rule.state_dict()`` checkpoints the network and the whole feedback pathway together.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from torch import Tensor, nn
+
+from ngrad.losses import Loss, get_loss
+from ngrad.network import Network
+from ngrad.options import build_options, options_as_dict
+
+__all__ = ["FeedbackPair", "LearningRule", "NoOptions", "StepRecord", "assign_gradient"]
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """A rule without options."""
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """What ``rule.backward`` reports about one mini-batch.
+
+    ``layer_errors[i]`` is the error signal the rule delivered to layer i's pre-activation (its
+    estimate of dL/da_i), where the rule forms one; ``scalars`` holds rule-specific numbers to log.
+    """
+
+    loss: Tensor
+    output: Tensor
+    layer_errors: tuple[Tensor, ...] | None = None
+    scalars: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FeedbackPair:
+    """A feedback matrix (in forward orientation) and the forward quantity it should align with."""
+
+    layer: int
+    feedback: Tensor
+    forward: Tensor
+
+
+class LearningRule(nn.Module, ABC):
+    """Base class of all rules; subclasses set the class attributes and implement ``backward``."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    citation: ClassVar[str]
+    Options: ClassVar[type] = NoOptions
+
+    def __init__(self, network: Network, loss: str | Loss = "cross_entropy", **options: Any):
+        super().__init__()
+        self.network = network
+        self.loss = get_loss(loss)
+        self.options = build_options(type(self).Options, options, f"rule {self.name!r}")
+
+    @classmethod
+    def supports(cls, network: Network) -> bool:
+        """Whether the rule can train ``network`` (e.g. exact inverses need square layers)."""
+        return True
+
+    @abstractmethod
+    def backward(self, inputs: Tensor, targets: Tensor) -> StepRecord:
+        """Compute the update on one batch and write it into ``.grad``; return a record."""
+
+    def forward(self, inputs: Tensor) -> Tensor:
+        """Prediction (evaluation pass) of the trained network."""
+        return self.network(inputs)
+
+    def feedback_pairs(self) -> list[FeedbackPair]:
+        """Feedback matrices paired with the forward quantity they should align with."""
+        return []
+
+    def feedback_parameters(self) -> list[nn.Parameter]:
+        """Trained parameters of the rule that are not the network's (learned feedback)."""
+        network_ids = {id(p) for p in self.network.parameters()}
+        return [p for p in self.parameters() if id(p) not in network_ids]
+
+    def param_groups(self, feedback_lr: float | None = None) -> list[dict[str, Any]]:
+        """Optimiser parameter groups: forward parameters, then learned feedback (own lr if set)."""
+        groups: list[dict[str, Any]] = [{"params": list(self.network.parameters())}]
+        feedback = self.feedback_parameters()
+        if feedback:
+            group: dict[str, Any] = {"params": feedback}
+            if feedback_lr is not None:
+                group["lr"] = feedback_lr
+            groups.append(group)
+        return groups
+
+    def describe(self) -> dict[str, Any]:
+        return {"rule": self.name, "loss": self.loss.name, "options": options_as_dict(self.options)}
+
+    def extra_repr(self) -> str:
+        return f"rule={self.name}, loss={self.loss.name}, options={options_as_dict(self.options)}"
+
+
+def assign_gradient(parameter: Tensor, update: Tensor) -> None:
+    """Write ``update`` into ``parameter.grad`` (overwriting, never accumulating)."""
+    parameter.grad = update.detach()

@@ -1,0 +1,107 @@
+"""Pure functions shared by rules that send an error down layer by layer through some matrix.
+
+    delta_L = e = dL/da_L
+    delta_{l-1} = f'(a_{l-1}) * T_l(delta_l; M_l)      (T_l the adjoint of layer l's linear map)
+    dW_l = delta_l h_{l-1}^T,  db_l = sum_batch delta_l
+
+With M_l = W_l this is backprop; with a fixed random M_l it is feedback alignment; with
+M_l = sign(W_l) * magnitude it is sign symmetry; with a learned M_l it is Kolen-Pollack or weight
+mirroring. All of it runs without autograd.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from ngrad.losses import Loss
+from ngrad.network import ForwardTrace, Network
+from ngrad.rules.base import FeedbackPair, LearningRule, StepRecord, assign_gradient
+
+__all__ = [
+    "FeedbackPathwayRule",
+    "hidden_error",
+    "output_error",
+    "propagate_errors",
+    "write_layer_gradients",
+]
+
+
+def output_error(network: Network, loss: Loss, trace: ForwardTrace, targets: Tensor) -> Tensor:
+    """e = dL/da_L for the last layer, in closed form."""
+    return loss.output_error(
+        trace.pre_activations[-1], trace.output, targets, network.layers[-1].activation
+    )
+
+
+def hidden_error(network: Network, trace: ForwardTrace, index: int, signal: Tensor) -> Tensor:
+    """delta_i = f'(a_i) * signal, where signal arrives at layer ``index``'s activity."""
+    layer = network.layers[index]
+    return signal * layer.activation.derivative(
+        trace.pre_activations[index], trace.activities[index + 1]
+    )
+
+
+def propagate_errors(
+    network: Network,
+    trace: ForwardTrace,
+    top_error: Tensor,
+    feedback_matrices: Sequence[Tensor | None],
+) -> list[Tensor]:
+    """Errors at every layer's pre-activation, sent down through ``feedback_matrices[i]``
+    (W-shaped; entry i carries layer i's error to layer i - 1; entry 0 is unused)."""
+    errors = [top_error]
+    for index in range(len(network.layers) - 1, 0, -1):
+        layer = network.layers[index]
+        signal = layer.transpose(
+            errors[-1], feedback_matrices[index], trace.activities[index].shape
+        )
+        errors.append(hidden_error(network, trace, index - 1, signal))
+    errors.reverse()
+    return errors
+
+
+def write_layer_gradients(network: Network, trace: ForwardTrace, errors: Sequence[Tensor]) -> None:
+    """dW_l = delta_l h_{l-1}^T and db_l = sum delta_l, written into ``.grad``."""
+    for layer, inputs, error in zip(network.layers, trace.activities, errors, strict=False):
+        assign_gradient(layer.weight, layer.weight_gradient(error, inputs))
+        if layer.bias is not None:
+            assign_gradient(layer.bias, layer.bias_gradient(error))
+
+
+class FeedbackPathwayRule(LearningRule):
+    """A rule that sends errors down through one W-shaped feedback matrix per layer.
+
+    Subclasses say which matrices (``feedback_matrices``) and how, if at all, they learn them
+    (``learn_feedback``, which writes the feedback weights' ``.grad`` and returns scalars to log).
+    """
+
+    @abstractmethod
+    def feedback_matrices(self) -> list[Tensor | None]:
+        """Entry i (i >= 1) carries layer i's error down to layer i - 1; entry 0 is None."""
+
+    @abstractmethod
+    def learn_feedback(self, trace: ForwardTrace, errors: Sequence[Tensor]) -> dict[str, float]:
+        """Write the update of learned feedback weights into ``.grad`` (no-op for fixed ones)."""
+
+    @torch.no_grad()
+    def backward(self, inputs: Tensor, targets: Tensor) -> StepRecord:
+        trace = self.network.trace(inputs)
+        top_error = output_error(self.network, self.loss, trace, targets)
+        errors = propagate_errors(self.network, trace, top_error, self.feedback_matrices())
+        write_layer_gradients(self.network, trace, errors)
+        scalars = self.learn_feedback(trace, errors)
+        loss = self.loss(trace.output, targets)
+        return StepRecord(loss, trace.output, tuple(errors), scalars)
+
+    def feedback_pairs(self) -> list[FeedbackPair]:
+        return [
+            FeedbackPair(index, matrix, layer.weight)
+            for index, (matrix, layer) in enumerate(
+                zip(self.feedback_matrices(), self.network.layers, strict=True)
+            )
+            if matrix is not None
+        ]

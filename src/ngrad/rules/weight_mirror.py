@@ -1,0 +1,99 @@
+"""Weight mirror (WM): feedback learns W^T from noise sent through the forward weights.
+
+Learning phase: as feedback alignment with learned B,
+    delta_l = f'(a_l) * (B_{l+1} delta_{l+1}),   dW_l = delta_l h_{l-1}^T.
+Mirror phase (after each batch): zero-mean noise xi ~ N(0, sigma^2 I) drives layer l - 1's output;
+layer l responds with W_l xi; each feedback synapse correlates the two:
+    Delta B_l = eta_B ( xi (W_l xi)^T / sigma^2 - lambda B_l )
+Since E[xi xi^T] = sigma^2 I, E[xi (W_l xi)^T] / sigma^2 = W_l^T, and B_l converges to
+W_l^T / lambda, a positive multiple of W_l^T.
+
+Akrout, Wilson, Humphreys, Lillicrap & Tweed (2019). Deep learning without weight transport.
+NeurIPS 32.
+
+ngrad stores B_l^T (W_l's shape) as a trained parameter and writes
+grad B_l^T = lambda B_l^T - (W_l xi) xi^T / (n sigma^2), averaged over n noise samples; the
+optimiser (use a ``feedback_lr`` for eta_B) takes the step. The noise has the shape of the
+layer's real input, so convolutional layers mirror the same way. Locality: each feedback synapse
+sees only its own pre- and post-synaptic activity during the mirror phase.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ngrad.network import ForwardTrace, Network, random_like
+from ngrad.rules.base import assign_gradient
+from ngrad.rules.layerwise import FeedbackPathwayRule
+
+__all__ = ["WeightMirror"]
+
+
+@dataclass(frozen=True)
+class WeightMirrorOptions:
+    noise_std: float = 1.0  # sigma of the mirror-phase noise
+    decay: float = 1.0  # lambda; B converges to W^T / lambda
+    mirror_samples: int = 0  # noise samples per mirror phase; 0: the training batch size
+    init: str = "pytorch"
+
+    def __post_init__(self) -> None:
+        if not self.noise_std > 0:
+            raise ValueError(f"option 'noise_std' must be positive, got {self.noise_std}")
+        if self.decay < 0:
+            raise ValueError(f"option 'decay' must be >= 0, got {self.decay}")
+        if self.mirror_samples < 0:
+            raise ValueError(f"option 'mirror_samples' must be >= 0, got {self.mirror_samples}")
+
+
+class WeightMirror(FeedbackPathwayRule):
+    name = "wm"
+    summary = "weight mirror: a noise-driven mirror phase teaches B the transpose of W"
+    citation = "Akrout et al. 2019, NeurIPS"
+    Options = WeightMirrorOptions
+
+    def __init__(self, network: Network, loss="cross_entropy", **options) -> None:
+        super().__init__(network, loss, **options)
+        self.feedback = nn.ParameterList(
+            nn.Parameter(random_like(layer.weight.detach(), self.options.init))
+            for layer in network.layers[1:]
+        )
+
+    def feedback_matrices(self) -> list[Tensor | None]:
+        return [None, *self.feedback]
+
+    def learn_feedback(self, trace: ForwardTrace, errors: Sequence[Tensor]) -> dict[str, float]:
+        samples = self.options.mirror_samples or trace.activities[0].shape[0]
+        for index, feedback in enumerate(self.feedback, start=1):
+            input_shape = trace.activities[index].shape[1:]
+            assign_gradient(feedback, self.mirror_gradient(index, feedback, input_shape, samples))
+        return {}
+
+    def mirror_gradient(
+        self, index: int, feedback: Tensor, input_shape: torch.Size, samples: int
+    ) -> Tensor:
+        """lambda B^T - (W xi) xi^T / (n sigma^2) for one mirror phase of layer ``index``."""
+        layer = self.network.layers[index]
+        sigma = self.options.noise_std
+        noise = torch.randn(
+            (samples, *input_shape), dtype=feedback.dtype, device=feedback.device
+        ).mul_(sigma)
+        response = layer.linear(noise, layer.weight)
+        correlation = layer.weight_gradient(response, noise)
+        return feedback * self.options.decay - correlation / (samples * sigma * sigma)
+
+    @torch.no_grad()
+    def mirror(self, sample_inputs: Tensor, steps: int, learning_rate: float) -> None:
+        """Run ``steps`` plain-SGD mirror phases alone, e.g. before training (Akrout et al.);
+        ``sample_inputs`` is any input batch, used only for the layers' input shapes."""
+        trace = self.network.trace(sample_inputs)
+        samples = self.options.mirror_samples or sample_inputs.shape[0]
+        for _ in range(steps):
+            for index, feedback in enumerate(self.feedback, start=1):
+                input_shape = trace.activities[index].shape[1:]
+                feedback.sub_(
+                    learning_rate * self.mirror_gradient(index, feedback, input_shape, samples)
+                )
