@@ -101,10 +101,11 @@ def angles_to_backprop(rule: LearningRule, inputs: Tensor, targets: Tensor) -> l
 
 @torch.no_grad()
 def weight_alignment(rule: LearningRule) -> list[dict[str, float]]:
-    """Per feedback matrix: layer index, angle between B^T and W (degrees), and |B| / |W|."""
+    """Per feedback matrix: the layer l (numbered 1..L as in the paper), the angle between B_l^T
+    and what it stands for (W_l; for DFA, W_L ... W_{l+1}) in degrees, and the norm ratio."""
     return [
         {
-            "layer": pair.layer,
+            "layer": pair.layer + 1,
             "angle_deg": angle_degrees(pair.feedback, pair.forward),
             "norm_ratio": float(
                 torch.linalg.vector_norm(pair.feedback) / torch.linalg.vector_norm(pair.forward)

@@ -23,7 +23,7 @@ def _allowed_types(annotation: Any) -> tuple[type, ...]:
         return tuple(t for arg in typing.get_args(annotation) for t in _allowed_types(arg))
     if origin is typing.Literal:
         return tuple({type(a) for a in typing.get_args(annotation)})
-    if origin in (tuple, list):
+    if origin in (tuple, list, dict):
         return (origin,)
     if annotation is type(None):
         return (type(None),)

@@ -1,0 +1,5 @@
+import sys
+
+from ngrad.cli import main
+
+sys.exit(main())

@@ -1,0 +1,139 @@
+"""PNG figures of runs and comparisons (matplotlib, non-interactive Agg backend)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+__all__ = ["plot_comparison", "plot_run"]
+
+
+def _series(history: Sequence[Mapping[str, Any]], key: str) -> tuple[list[int], list[float]]:
+    points = [(line["epoch"], line[key]) for line in history if line.get(key) is not None]
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def _layer_series(history, key: str, field: str | None = None):
+    """{layer l = 1..L: (epochs, values)} for per-layer lists (or dicts with ``field``)."""
+    layers: dict[int, tuple[list[int], list[float]]] = {}
+    for line in history:
+        for position, item in enumerate(line.get(key) or []):
+            layer = item["layer"] if field else position + 1
+            value = item[field] if field else item
+            if value is None:
+                continue
+            epochs, values = layers.setdefault(layer, ([], []))
+            epochs.append(line["epoch"])
+            values.append(value)
+    return layers
+
+
+def _legend(axis, **options) -> None:
+    if axis.get_legend_handles_labels()[0]:
+        _legend(axis, **options)
+
+
+def _save(figure, path: Path) -> None:
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def plot_run(history: Sequence[Mapping[str, Any]], out_dir: Path, title: str) -> list[Path]:
+    """learning_curves.png, angles.png and (with feedback weights) weight_alignment.png."""
+    written = []
+    figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for split in ("train", "val", "test"):
+        loss_axis.plot(*_series(history, f"{split}_loss"), label=split)
+        accuracy_axis.plot(*_series(history, f"{split}_accuracy"), label=split)
+    loss_axis.set(xlabel="epoch", ylabel="loss", title=f"{title}: loss")
+    accuracy_axis.set(xlabel="epoch", ylabel="accuracy", title=f"{title}: accuracy")
+    _legend(loss_axis)
+    _legend(accuracy_axis)
+    _save(figure, out_dir / "learning_curves.png")
+    written.append(out_dir / "learning_curves.png")
+
+    angles = _layer_series(history, "angle_to_bp_deg")
+    error_angles = _layer_series(history, "error_angle_to_bp_deg")
+    if angles:
+        figure, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+        for layer, (epochs, values) in sorted(angles.items()):
+            axes[0].plot(epochs, values, label=f"layer {layer}")
+        for layer, (epochs, values) in sorted(error_angles.items()):
+            axes[1].plot(epochs, values, label=f"layer {layer}")
+        axes[0].set(xlabel="epoch", ylabel="degrees", title="weight update vs BP gradient")
+        axes[1].set(xlabel="epoch", ylabel="degrees", title="error signal vs BP (mean per sample)")
+        for axis in axes:
+            axis.axhline(90, color="grey", lw=0.8, ls="--")
+            _legend(axis, fontsize=8)
+        _save(figure, out_dir / "angles.png")
+        written.append(out_dir / "angles.png")
+
+    alignment = _layer_series(history, "weight_alignment", "angle_deg")
+    if alignment:
+        figure, axis = plt.subplots(figsize=(5.5, 3.8))
+        for layer, (epochs, values) in sorted(alignment.items()):
+            axis.plot(epochs, values, label=f"layer {layer}")
+        axis.set(xlabel="epoch", ylabel="degrees", title="angle between B^T and W")
+        _legend(axis, fontsize=8)
+        _save(figure, out_dir / "weight_alignment.png")
+        written.append(out_dir / "weight_alignment.png")
+    return written
+
+
+def _mean_curve(
+    histories: Sequence[Sequence[Mapping[str, Any]]], key: str, layer: int | None = None
+):
+    by_epoch: dict[int, list[float]] = {}
+    for history in histories:
+        for line in history:
+            value = line.get(key)
+            if layer is not None:
+                value = value[layer] if value and layer < len(value) else None
+            if value is not None:
+                by_epoch.setdefault(line["epoch"], []).append(value)
+    epochs = sorted(by_epoch)
+    return epochs, [float(np.mean(by_epoch[e])) for e in epochs]
+
+
+def plot_comparison(
+    histories: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]], out_dir: Path, dataset: str
+) -> list[Path]:
+    """accuracy.png (all rules, one axis) and angles.png (angle to BP per layer over training);
+    ``histories[rule]`` holds one metrics history per seed, curves are seed means."""
+    figure, axis = plt.subplots(figsize=(6.5, 4.2))
+    for rule, runs in histories.items():
+        axis.plot(*_mean_curve(runs, "val_accuracy"), label=rule)
+    axis.set(xlabel="epoch", ylabel="validation accuracy", title=f"rules on {dataset}")
+    _legend(axis, fontsize=8, ncol=2)
+    _save(figure, out_dir / "accuracy.png")
+
+    layer_count = max(
+        (
+            len(line.get("angle_to_bp_deg") or [])
+            for runs in histories.values()
+            for h in runs
+            for line in h
+        ),
+        default=0,
+    )
+    paths = [out_dir / "accuracy.png"]
+    if layer_count:
+        figure, axes = plt.subplots(1, layer_count, figsize=(4.2 * layer_count, 3.8), squeeze=False)
+        for layer in range(layer_count):
+            axis = axes[0, layer]
+            for rule, runs in histories.items():
+                axis.plot(*_mean_curve(runs, "angle_to_bp_deg", layer), label=rule)
+            axis.axhline(90, color="grey", lw=0.8, ls="--")
+            axis.set(xlabel="epoch", ylabel="degrees", title=f"layer {layer + 1}: update vs BP")
+        _legend(axes[0, 0], fontsize=8, ncol=2)
+        _save(figure, out_dir / "angles.png")
+        paths.append(out_dir / "angles.png")
+    return paths
