@@ -37,7 +37,7 @@ def _layer_series(history, key: str, field: str | None = None):
 
 def _legend(axis, **options) -> None:
     if axis.get_legend_handles_labels()[0]:
-        _legend(axis, **options)
+        axis.legend(**options)
 
 
 def _save(figure, path: Path) -> None:
