@@ -1,0 +1,117 @@
+"""Layers, activations and losses against autograd."""
+
+import pytest
+import torch
+
+import ngrad
+from ngrad.activations import ACTIVATIONS, get_activation
+from ngrad.losses import LOSSES, get_loss
+from ngrad.network import Conv2dLayer, DenseLayer, fans, random_like
+
+
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+def test_activation_derivative_matches_autograd(name):
+    activation = get_activation(name)
+    a = torch.linspace(-3, 3, 41, dtype=torch.float64).requires_grad_()
+    h = activation(a)
+    (expected,) = torch.autograd.grad(h.sum(), a)
+    torch.testing.assert_close(activation.derivative(a.detach(), h.detach()), expected)
+
+
+@pytest.mark.parametrize("name", ["tanh", "sigmoid", "leaky_relu", "identity"])
+def test_invertible_activations_round_trip(name):
+    activation = get_activation(name)
+    a = torch.linspace(-2, 2, 21, dtype=torch.float64)
+    torch.testing.assert_close(activation.inverse(activation(a)), a)
+
+
+def test_non_invertible_activation_says_so():
+    with pytest.raises(ValueError, match="not invertible"):
+        get_activation("relu").inverse(torch.zeros(2))
+
+
+def test_unknown_activation_names_choices():
+    with pytest.raises(ValueError, match="choose one of"):
+        get_activation("swish")
+
+
+@pytest.mark.parametrize("loss_name", sorted(LOSSES))
+@pytest.mark.parametrize("output_activation", ["identity", "sigmoid", "tanh"])
+def test_output_error_matches_autograd(loss_name, output_activation):
+    loss = get_loss(loss_name)
+    activation = get_activation(output_activation)
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randn(7, 5, generator=generator, dtype=torch.float64).requires_grad_()
+    targets = torch.randint(0, 5, (7,), generator=generator)
+    h = activation(a)
+    (expected,) = torch.autograd.grad(loss(h, targets), a)
+    actual = loss.output_error(a.detach(), h.detach(), targets, activation)
+    torch.testing.assert_close(actual, expected)
+
+
+@pytest.mark.parametrize(
+    ("layer", "shape"),
+    [
+        (DenseLayer(6, 4, "tanh"), (3, 6)),
+        (DenseLayer(12, 4, "tanh"), (3, 3, 2, 2)),  # flattens a convolutional input
+        (Conv2dLayer(2, 3, 3, "relu", stride=2, padding=1), (3, 2, 7, 7)),
+        (Conv2dLayer(2, 3, 3, "relu", stride=1, padding=0), (3, 2, 6, 6)),
+    ],
+)
+def test_layer_adjoints_match_autograd(layer, shape):
+    layer = layer.double()
+    inputs = torch.randn(shape, dtype=torch.float64).requires_grad_()
+    pre = layer.pre_activation(inputs)
+    delta = torch.randn_like(pre)
+    grad_input, grad_weight, grad_bias = torch.autograd.grad(
+        pre, [inputs, layer.weight, layer.bias], delta
+    )
+    other = torch.randn_like(layer.weight)
+    torch.testing.assert_close(layer.transpose(delta, layer.weight, inputs.shape), grad_input)
+    torch.testing.assert_close(layer.weight_gradient(delta, inputs.detach()), grad_weight)
+    torch.testing.assert_close(layer.bias_gradient(delta), grad_bias)
+    # the adjoint with another matrix is the adjoint of the linear map with that matrix
+    out = layer.linear(inputs, other)
+    (expected,) = torch.autograd.grad(out, inputs, delta)
+    torch.testing.assert_close(layer.transpose(delta, other, inputs.shape), expected)
+
+
+def test_mlp_structure_and_trace():
+    net = ngrad.mlp([5, 4, 3], activation="sigmoid")
+    assert [type(layer) for layer in net.layers] == [DenseLayer, DenseLayer]
+    assert net.layers[0].activation.name == "sigmoid"
+    assert net.layers[-1].activation.name == "identity"
+    x = torch.randn(2, 5)
+    trace = net.trace(x)
+    assert trace.activities[0] is x
+    assert len(trace.activities) == 3
+    assert len(trace.pre_activations) == 2
+    torch.testing.assert_close(trace.output, net(x))
+    assert net.layer_output_shapes() == [torch.Size([4]), torch.Size([3])]
+
+
+@pytest.mark.parametrize("sizes", [[5], [5, 0, 2]])
+def test_mlp_rejects_bad_sizes(sizes):
+    with pytest.raises(ValueError, match="positive"):
+        ngrad.mlp(sizes)
+
+
+def test_convnet_output_shapes():
+    net = ngrad.convnet((1, 8, 8), (4, 6), num_classes=3, hidden=(5,))
+    assert net.layer_output_shapes() == [
+        torch.Size([4, 4, 4]),
+        torch.Size([6, 2, 2]),
+        torch.Size([5]),
+        torch.Size([3]),
+    ]
+    assert net(torch.randn(2, 1, 8, 8)).shape == (2, 3)
+
+
+def test_random_like_follows_the_scheme():
+    weight = torch.empty(300, 200)
+    drawn = random_like(weight, "pytorch")
+    assert drawn.shape == weight.shape
+    assert drawn.abs().max() <= 1 / 200**0.5
+    assert fans(torch.empty(8, 3, 5, 5)) == (75, 200)
+    with pytest.raises(ValueError, match="unknown initialisation"):
+        random_like(weight, "orthogonal")

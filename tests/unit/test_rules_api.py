@@ -1,0 +1,122 @@
+"""The rule contract: registry, options, .grad, optimisers, state dicts."""
+
+import copy
+
+import pytest
+import torch
+
+import ngrad
+from ngrad.errors import ConfigError
+from ngrad.rules import REGISTRY
+
+
+def _data(n=16):
+    """A learnable task: labels of a random linear teacher."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 6, generator=generator)
+    teacher = torch.randn(6, 3, generator=generator)
+    return x, (x @ teacher).argmax(dim=1)
+
+
+def test_registry_lists_all_rules_of_the_issue():
+    assert ngrad.available_rules() == ["bp", "fa", "dfa", "usf", "brsf", "frsf", "kp", "wm"]
+    for name, cls in REGISTRY.items():
+        assert cls.name == name
+        assert cls.summary
+        assert cls.citation
+
+
+def test_unknown_rule_and_option_are_named():
+    net = ngrad.mlp([6, 5, 3])
+    with pytest.raises(ConfigError, match=r"unknown rule 'nope'.*available rules: bp"):
+        ngrad.make_rule("nope", net)
+    with pytest.raises(
+        ConfigError, match="rule 'fa' has no option 'bogus'; its options are: init, scale"
+    ):
+        ngrad.make_rule("fa", net, bogus=1)
+    with pytest.raises(ConfigError, match="'scale' must be positive"):
+        ngrad.make_rule("fa", net, scale=-1.0)
+    with pytest.raises(ConfigError, match="'init'"):
+        ngrad.make_rule("fa", net, init="orthogonal")
+
+
+@pytest.mark.parametrize("name", list(REGISTRY))
+@pytest.mark.parametrize("optimiser", [torch.optim.SGD, torch.optim.Adam])
+def test_every_rule_fills_every_trained_grad_and_trains(name, optimiser):
+    torch.manual_seed(0)
+    rule = ngrad.make_rule(name, ngrad.mlp([6, 16, 3]))
+    x, y = _data(64)
+    opt = optimiser(rule.parameters(), lr=0.02)
+    first = None
+    for _ in range(60):
+        record = rule.backward(x, y)
+        for parameter in rule.parameters():
+            assert parameter.grad is not None
+            assert torch.isfinite(parameter.grad).all()
+        opt.step()
+        first = float(record.loss) if first is None else first
+    assert record.output.shape == (64, 3)
+    assert float(record.loss) < 0.8 * first, f"{name} did not learn"
+
+
+@pytest.mark.parametrize("name", list(REGISTRY))
+def test_gradient_is_overwritten_not_accumulated(name):
+    torch.manual_seed(0)
+    rule = ngrad.make_rule(name, ngrad.mlp([6, 5, 3]))
+    x, y = _data()
+    torch.manual_seed(1)
+    rule.backward(x, y)
+    once = [p.grad.clone() for p in rule.network.parameters()]
+    torch.manual_seed(1)
+    rule.backward(x, y)
+    for parameter, expected in zip(rule.network.parameters(), once, strict=True):
+        torch.testing.assert_close(parameter.grad, expected)
+
+
+def test_feedback_weights_are_trained_only_where_the_rule_learns_them():
+    net = ngrad.mlp([6, 5, 4, 3])
+    forward = len(list(net.parameters()))
+    for name, learned in {
+        "fa": 0,
+        "dfa": 0,
+        "usf": 0,
+        "brsf": 0,
+        "frsf": 0,
+        "kp": 2,
+        "wm": 2,
+    }.items():
+        rule = ngrad.make_rule(name, copy.deepcopy(net))
+        assert len(list(rule.parameters())) == forward + learned, name
+        assert len(rule.feedback_parameters()) == learned
+    groups = ngrad.make_rule("wm", net).param_groups(feedback_lr=0.3)
+    assert len(groups) == 2
+    assert groups[1]["lr"] == 0.3
+    assert "lr" not in groups[0]
+
+
+@pytest.mark.parametrize("name", ["fa", "dfa", "frsf", "kp", "wm"])
+def test_state_dict_round_trip_restores_the_feedback_pathway(name):
+    torch.manual_seed(0)
+    rule = ngrad.make_rule(name, ngrad.mlp([6, 5, 4, 3]))
+    torch.manual_seed(99)
+    other = ngrad.make_rule(name, ngrad.mlp([6, 5, 4, 3]))
+    other.load_state_dict(rule.state_dict())
+    x, y = _data()
+    rule.backward(x, y)
+    other.backward(x, y)
+    for a, b in zip(rule.network.parameters(), other.network.parameters(), strict=True):
+        torch.testing.assert_close(a.grad, b.grad)
+
+
+def test_conv_network_trains_with_fa_family():
+    torch.manual_seed(0)
+    for name in ["fa", "dfa", "usf", "kp", "wm"]:
+        net = ngrad.convnet((1, 8, 8), (4,), num_classes=3, hidden=(8,))
+        rule = ngrad.make_rule(name, net)
+        x = torch.randn(8, 1, 8, 8)
+        y = torch.randint(0, 3, (8,))
+        record = rule.backward(x, y)
+        assert [layer.weight.grad.shape for layer in net.layers] == [
+            layer.weight.shape for layer in net.layers
+        ]
+        assert len(record.layer_errors) == 3
