@@ -37,7 +37,7 @@ class TrainConfig:
     momentum: float = 0.9  # sgd and rmsprop
     weight_decay: float = 0.0  # optimiser weight decay, on every trained parameter
     feedback_lr: float | None = None  # learning rate of learned feedback weights (None: lr)
-    hidden: tuple[int, ...] = (128,)
+    hidden: tuple[int, ...] = (128, 128)
     activation: str = "tanh"
     init: str = "pytorch"
     loss: str = "cross_entropy"

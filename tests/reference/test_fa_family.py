@@ -175,7 +175,7 @@ def test_weight_mirror_converges_to_positive_multiple_of_w_transpose():
 def test_weight_mirror_during_training_keeps_feedback_aligned():
     torch.manual_seed(2)
     network = ngrad.mlp([10, 30, 20, 5]).double()
-    rule = ngrad.make_rule("wm", network)
+    rule = ngrad.make_rule("wm", network, rate=1.0)
     optimiser = torch.optim.SGD(rule.param_groups(feedback_lr=0.1), lr=0.1)
     for step in range(150):
         x, y = _batch((10,), n=32, classes=5, seed=step)

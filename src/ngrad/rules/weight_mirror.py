@@ -12,8 +12,9 @@ Akrout, Wilson, Humphreys, Lillicrap & Tweed (2019). Deep learning without weigh
 NeurIPS 32.
 
 ngrad stores B_l^T (W_l's shape) as a trained parameter and writes
-grad B_l^T = lambda B_l^T - (W_l xi) xi^T / (n sigma^2), averaged over n noise samples; the
-optimiser (use a ``feedback_lr`` for eta_B) takes the step. The noise has the shape of the
+grad B_l^T = rate (lambda B_l^T - (W_l xi) xi^T / (n sigma^2)), averaged over n noise samples; the
+optimiser takes the step, so eta_B = rate x the feedback learning rate. One mirror phase's estimate
+is noisy when n is below the layer width; a small eta_B averages it over many batches. The noise has the shape of the
 layer's real input, so convolutional layers mirror the same way. Locality: each feedback synapse
 sees only its own pre- and post-synaptic activity during the mirror phase.
 """
@@ -38,6 +39,7 @@ class WeightMirrorOptions:
     noise_std: float = 1.0  # sigma of the mirror-phase noise
     decay: float = 1.0  # lambda; B converges to W^T / lambda
     mirror_samples: int = 0  # noise samples per mirror phase; 0: the training batch size
+    rate: float = 0.02  # eta_B relative to the optimiser's learning rate (scales grad B)
     init: str = "pytorch"
 
     def __post_init__(self) -> None:
@@ -47,6 +49,8 @@ class WeightMirrorOptions:
             raise ValueError(f"option 'decay' must be >= 0, got {self.decay}")
         if self.mirror_samples < 0:
             raise ValueError(f"option 'mirror_samples' must be >= 0, got {self.mirror_samples}")
+        if not self.rate > 0:
+            raise ValueError(f"option 'rate' must be positive, got {self.rate}")
 
 
 class WeightMirror(FeedbackPathwayRule):
@@ -69,7 +73,8 @@ class WeightMirror(FeedbackPathwayRule):
         samples = self.options.mirror_samples or trace.activities[0].shape[0]
         for index, feedback in enumerate(self.feedback, start=1):
             input_shape = trace.activities[index].shape[1:]
-            assign_gradient(feedback, self.mirror_gradient(index, feedback, input_shape, samples))
+            gradient = self.mirror_gradient(index, feedback, input_shape, samples)
+            assign_gradient(feedback, gradient.mul_(self.options.rate))
         return {}
 
     def mirror_gradient(
