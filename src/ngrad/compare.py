@@ -23,8 +23,9 @@ from tqdm.auto import tqdm
 
 from ngrad.checkpoint import atomic_write_text, to_json
 from ngrad.config import TrainConfig, make_config
+from ngrad.data import load_dataset
 from ngrad.rules import available_rules, get_rule_class
-from ngrad.training import prepare_output_dir, run_training
+from ngrad.training import build_network, prepare_output_dir, run_training
 
 __all__ = ["compare_rules", "format_table"]
 
@@ -92,9 +93,13 @@ def compare_rules(
     """Train each rule for each seed (0..seeds-1) with ``base``'s settings; returns the records."""
     out = Path(out_dir)
     prepare_output_dir(out)
-    chosen = list(rules) if rules else available_rules()
-    for name in chosen:
-        get_rule_class(name)  # unknown names fail before any training
+    if rules:
+        chosen = list(rules)
+        for name in chosen:
+            get_rule_class(name)  # unknown names fail before any training
+    else:  # every registered rule that can train this network
+        probe = build_network(base, load_dataset(base.data, base.data_dir, base.download))
+        chosen = [name for name in available_rules() if get_rule_class(name).supports(probe)]
     ordered = [REFERENCE_RULE] + [name for name in chosen if name != REFERENCE_RULE]
     records: list[dict[str, Any]] = []
     histories: dict[str, list[list[dict[str, Any]]]] = {name: [] for name in ordered}

@@ -11,6 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 __all__ = ["plot_comparison", "plot_run"]
 
@@ -41,6 +42,8 @@ def _legend(axis, **options) -> None:
 
 
 def _save(figure, path: Path) -> None:
+    for axis in figure.axes:
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)

@@ -14,9 +14,9 @@ NeurIPS 32.
 ngrad stores B_l^T (W_l's shape) as a trained parameter and writes
 grad B_l^T = rate (lambda B_l^T - (W_l xi) xi^T / (n sigma^2)), averaged over n noise samples; the
 optimiser takes the step, so eta_B = rate x the feedback learning rate. One mirror phase's estimate
-is noisy when n is below the layer width; a small eta_B averages it over many batches. The noise has the shape of the
-layer's real input, so convolutional layers mirror the same way. Locality: each feedback synapse
-sees only its own pre- and post-synaptic activity during the mirror phase.
+is noisy when n is below the layer width; a small eta_B averages it over many batches. The noise
+has the shape of the layer's real input, so convolutional layers mirror the same way. Locality:
+each feedback synapse sees only its own pre- and post-synaptic activity during the mirror phase.
 """
 
 from __future__ import annotations
