@@ -8,6 +8,7 @@ data, unwritable output, divergence). What was computed before a failure stays o
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -235,6 +236,15 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except OSError as error:
         print(f"ngrad: error: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    except Exception as error:  # a bug: still one line, the traceback on request
+        if os.environ.get("NGRAD_DEBUG"):
+            raise
+        print(
+            f"ngrad: error: internal error ({type(error).__name__}: {error}); "
+            "rerun with NGRAD_DEBUG=1 for the traceback and please report it",
+            file=sys.stderr,
+        )
         return EXIT_FAILURE
 
 

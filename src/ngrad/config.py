@@ -90,10 +90,37 @@ def _validate_names(config: TrainConfig) -> None:
 
     rule_class = get_rule_class(config.rule)  # ConfigError for unknown rules
     build_options(rule_class.Options, config.rule_options, f"rule {config.rule!r}")
+    _validate_device(config.device)
     datasets = available_datasets()
     if config.data not in datasets:
         raise ConfigError(
             f"unknown dataset {config.data!r}; available datasets: {', '.join(datasets)}"
+        )
+
+
+def _validate_device(device: str) -> None:
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(
+            f"'device' {device!r} is not a torch device (e.g. cpu, cuda, cuda:1)"
+        ) from None
+    available = {
+        "cpu": True,
+        "cuda": torch.cuda.is_available(),
+        "mps": torch.backends.mps.is_available(),
+    }
+    if not available.get(parsed.type, False):
+        raise ConfigError(f"'device' {device!r} is not available on this machine")
+    if (
+        parsed.type == "cuda"
+        and parsed.index is not None
+        and parsed.index >= torch.cuda.device_count()
+    ):
+        raise ConfigError(
+            f"'device' {device!r}: this machine has {torch.cuda.device_count()} GPU(s)"
         )
 
 

@@ -173,6 +173,7 @@ def test_check_reports_each_property(capsys):
         (["train", "--rule", "fa", "--rule-option", "bogus=1"], ["no option 'bogus'"]),
         (["train", "--rule", "kp", "--rule-option", "weight_decay=abc"], ["weight_decay", "abc"]),
         (["train", "--hidden", "1,x"], ["--hidden"]),
+        (["train", "--device", "gpu0"], ["'device'", "gpu0"]),
         (["compare", "--rules", "bp,nope"], ["unknown rule 'nope'"]),
         (["check", "--rule", "nope"], ["unknown rule 'nope'"]),
         (["frobnicate"], ["invalid choice"]),
