@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ngrad.data.errors import DataError
-from ngrad.data.splits import SPLIT_SEED, DataSplits, fixed_split, make_splits
+from ngrad.data.splits import SPLIT_SEED, DataSplits, split_official
 
 try:  # NumPy >= 2
     from numpy._core.multiarray import _reconstruct
@@ -159,17 +159,13 @@ def load_cifar10_splits(
     train_y = np.concatenate([y for _, y in parts])
     del parts
     test_x, test_y = load_batch(directory / TEST_BATCH, dataset)
-    if not 0 < n_val < len(train_y):
-        raise DataError(
-            f"{dataset}: {len(train_y)} training images in {directory} are too few for a "
-            f"validation split of {n_val}"
-        )
-    train_idx, val_idx = fixed_split(len(train_y), n_val, seed)
-    return make_splits(
+    return split_official(
         dataset,
-        (train_x[train_idx], train_y[train_idx]),
-        (train_x[val_idx], train_y[val_idx]),
+        str(directory),
+        (train_x, train_y),
         (test_x, test_y),
+        n_val=n_val,
+        seed=seed,
         num_classes=10,
         input_shape=(3, 32, 32),
         scale=255.0,

@@ -19,7 +19,7 @@ import numpy as np
 
 from ngrad.data.checksums import IDX_SHA256
 from ngrad.data.errors import DataError
-from ngrad.data.splits import SPLIT_SEED, DataSplits, fixed_split, make_splits
+from ngrad.data.splits import SPLIT_SEED, DataSplits, split_official
 
 __all__ = [
     "IDX_FILES",
@@ -190,17 +190,13 @@ def load_idx_splits(
     test_images, test_labels = _load_pair(
         directory, "t10k", dataset, checksums, image_shape, num_classes
     )
-    if not 0 < n_val < len(train_labels):
-        raise DataError(
-            f"{dataset}: {len(train_labels)} training images in {directory} are too few for a "
-            f"validation split of {n_val}"
-        )
-    train_idx, val_idx = fixed_split(len(train_labels), n_val, seed)
-    return make_splits(
+    return split_official(
         dataset,
-        (train_images[train_idx], train_labels[train_idx]),
-        (train_images[val_idx], train_labels[val_idx]),
+        str(directory),
+        (train_images, train_labels),
         (test_images, test_labels),
+        n_val=n_val,
+        seed=seed,
         num_classes=num_classes,
         input_shape=(1, *image_shape),
         scale=255.0,

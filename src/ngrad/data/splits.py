@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ngrad.data.errors import DataError
+
 __all__ = [
     "SPLIT_SEED",
     "DataSplits",
@@ -144,3 +146,35 @@ def make_splits(
         tensors[f"{split}_x"] = _x_tensor(x, scale, input_shape)
         tensors[f"{split}_y"] = torch.from_numpy(np.array(y, dtype=np.int64, copy=True))
     return DataSplits(name=name, num_classes=num_classes, input_shape=input_shape, **tensors)
+
+
+def split_official(
+    name: str,
+    source: str,
+    train: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+    *,
+    n_val: int,
+    seed: int,
+    num_classes: int,
+    input_shape: tuple[int, ...],
+    scale: float | None = None,
+) -> DataSplits:
+    """Hold out ``n_val`` of the official training set (:func:`fixed_split`) for validation;
+    the official test set stays the test split. ``source`` names where the data came from."""
+    images, labels = train
+    if not 0 < n_val < len(labels):
+        raise DataError(
+            f"{name}: {len(labels)} training images in {source} are too few for a "
+            f"validation split of {n_val}"
+        )
+    train_idx, val_idx = fixed_split(len(labels), n_val, seed)
+    return make_splits(
+        name,
+        (images[train_idx], labels[train_idx]),
+        (images[val_idx], labels[val_idx]),
+        test,
+        num_classes=num_classes,
+        input_shape=input_shape,
+        scale=scale,
+    )

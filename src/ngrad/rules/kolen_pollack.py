@@ -22,11 +22,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from ngrad.network import ForwardTrace, Network, random_like
+from ngrad.network import ForwardTrace
 from ngrad.rules.base import assign_gradient
-from ngrad.rules.layerwise import FeedbackPathwayRule
+from ngrad.rules.layerwise import LearnedFeedbackRule
 
 __all__ = ["KolenPollack"]
 
@@ -41,21 +41,11 @@ class KolenPollackOptions:
             raise ValueError(f"option 'weight_decay' must be >= 0, got {self.weight_decay}")
 
 
-class KolenPollack(FeedbackPathwayRule):
+class KolenPollack(LearnedFeedbackRule):
     name = "kp"
     summary = "Kolen-Pollack: feedback learns the transposed forward update; B - W^T decays"
     citation = "Kolen & Pollack 1994, ICNN; Akrout et al. 2019, NeurIPS"
     Options = KolenPollackOptions
-
-    def __init__(self, network: Network, loss="cross_entropy", **options) -> None:
-        super().__init__(network, loss, **options)
-        self.feedback = nn.ParameterList(
-            nn.Parameter(random_like(layer.weight.detach(), self.options.init))
-            for layer in network.layers[1:]
-        )
-
-    def feedback_matrices(self) -> list[Tensor | None]:
-        return [None, *self.feedback]
 
     def learn_feedback(self, trace: ForwardTrace, errors: Sequence[Tensor]) -> dict[str, float]:
         decay = self.options.weight_decay

@@ -15,14 +15,15 @@ from abc import abstractmethod
 from collections.abc import Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ngrad.losses import Loss
-from ngrad.network import ForwardTrace, Network
+from ngrad.network import ForwardTrace, Network, random_like
 from ngrad.rules.base import FeedbackPair, LearningRule, StepRecord, assign_gradient
 
 __all__ = [
     "FeedbackPathwayRule",
+    "LearnedFeedbackRule",
     "hidden_error",
     "output_error",
     "propagate_errors",
@@ -105,3 +106,18 @@ class FeedbackPathwayRule(LearningRule):
             )
             if matrix is not None
         ]
+
+
+class LearnedFeedbackRule(FeedbackPathwayRule):
+    """A feedback pathway of trained parameters ``self.feedback[i - 1]`` = B_i^T (W_i-shaped),
+    drawn at construction with the ``init`` option's scheme."""
+
+    def __init__(self, network: Network, loss="cross_entropy", **options) -> None:
+        super().__init__(network, loss, **options)
+        self.feedback = nn.ParameterList(
+            nn.Parameter(random_like(layer.weight.detach(), self.options.init))
+            for layer in network.layers[1:]
+        )
+
+    def feedback_matrices(self) -> list[Tensor | None]:
+        return [None, *self.feedback]

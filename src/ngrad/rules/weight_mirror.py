@@ -25,11 +25,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from ngrad.network import ForwardTrace, Network, random_like
+from ngrad.network import ForwardTrace
 from ngrad.rules.base import assign_gradient
-from ngrad.rules.layerwise import FeedbackPathwayRule
+from ngrad.rules.layerwise import LearnedFeedbackRule
 
 __all__ = ["WeightMirror"]
 
@@ -53,21 +53,11 @@ class WeightMirrorOptions:
             raise ValueError(f"option 'rate' must be positive, got {self.rate}")
 
 
-class WeightMirror(FeedbackPathwayRule):
+class WeightMirror(LearnedFeedbackRule):
     name = "wm"
     summary = "weight mirror: a noise-driven mirror phase teaches B the transpose of W"
     citation = "Akrout et al. 2019, NeurIPS"
     Options = WeightMirrorOptions
-
-    def __init__(self, network: Network, loss="cross_entropy", **options) -> None:
-        super().__init__(network, loss, **options)
-        self.feedback = nn.ParameterList(
-            nn.Parameter(random_like(layer.weight.detach(), self.options.init))
-            for layer in network.layers[1:]
-        )
-
-    def feedback_matrices(self) -> list[Tensor | None]:
-        return [None, *self.feedback]
 
     def learn_feedback(self, trace: ForwardTrace, errors: Sequence[Tensor]) -> dict[str, float]:
         samples = self.options.mirror_samples or trace.activities[0].shape[0]
