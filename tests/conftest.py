@@ -13,6 +13,11 @@ def shared_data_dir() -> Path | None:
     return candidate if (candidate / "mnist").is_dir() else None
 
 
+# The networks in the tests are tiny: one thread is fastest, and it keeps the suite from fighting
+# over cores with anything else on the machine (oversubscribed intra-op threads spin).
+torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def _deterministic_torch():
     torch.manual_seed(0)

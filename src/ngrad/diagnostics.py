@@ -123,6 +123,17 @@ def _nan_to_none(value: float) -> float | None:
     return None if math.isnan(value) else value
 
 
+def _json_ready(values: dict[str, object]) -> dict[str, object]:
+    def clean(value):
+        if isinstance(value, Tensor):
+            value = value.tolist()
+        if isinstance(value, list | tuple):
+            return [clean(item) for item in value]
+        return _nan_to_none(float(value)) if value is not None else None
+
+    return {key: clean(value) for key, value in values.items()}
+
+
 def measure(rule: LearningRule, inputs: Tensor, targets: Tensor) -> dict[str, list]:
     """All per-layer diagnostics on one batch, JSON-ready (NaN becomes None)."""
     twin, record = _rule_step_on_copy(rule, inputs, targets)
@@ -141,6 +152,11 @@ def measure(rule: LearningRule, inputs: Tensor, targets: Tensor) -> dict[str, li
             for mine, true in zip(record.layer_errors, reference.errors, strict=True)
         ]
         result["rule_error_rms"] = [_rms(e) for e in record.layer_errors]
+    rule_specific: dict[str, object] = {**record.scalars, **record.series}
+    with torch.random.fork_rng(devices=[]):
+        rule_specific.update(twin.diagnose(inputs, targets))
+    if rule_specific:
+        result["rule_diagnostics"] = _json_ready(rule_specific)
     alignment = weight_alignment(rule)
     if alignment:
         result["weight_alignment"] = [

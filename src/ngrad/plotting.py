@@ -79,6 +79,8 @@ def plot_run(history: Sequence[Mapping[str, Any]], out_dir: Path, title: str) ->
         _save(figure, out_dir / "angles.png")
         written.append(out_dir / "angles.png")
 
+    written += _plot_rule_diagnostics(history, out_dir, title)
+
     alignment = _layer_series(history, "weight_alignment", "angle_deg")
     if alignment:
         figure, axis = plt.subplots(figsize=(5.5, 3.8))
@@ -88,6 +90,47 @@ def plot_run(history: Sequence[Mapping[str, Any]], out_dir: Path, title: str) ->
         _legend(axis, fontsize=8)
         _save(figure, out_dir / "weight_alignment.png")
         written.append(out_dir / "weight_alignment.png")
+    return written
+
+
+def _plot_rule_diagnostics(history, out_dir: Path, title: str) -> list[Path]:
+    """rule_diagnostics.png (``*_by_layer`` over epochs) and relaxation.png (``*_by_step`` at the
+    first and last epochs) from the rule-specific diagnostics the rule reports."""
+    entries = [line.get("rule_diagnostics") or {} for line in history]
+    keys = list(dict.fromkeys(key for entry in entries for key in entry))
+    written = []
+    by_layer = [key for key in keys if key.endswith("_by_layer")]
+    if by_layer:
+        figure, axes = plt.subplots(
+            1, len(by_layer), figsize=(4.6 * len(by_layer), 3.8), squeeze=False
+        )
+        for axis, key in zip(axes[0], by_layer, strict=True):
+            wrapped = [
+                {"epoch": line["epoch"], key: (line.get("rule_diagnostics") or {}).get(key)}
+                for line in history
+            ]
+            for layer, (epochs, values) in sorted(_layer_series(wrapped, key).items()):
+                axis.plot(epochs, values, label=f"layer {layer}")
+            axis.set(xlabel="epoch", title=key.removesuffix("_by_layer").replace("_", " "))
+            _legend(axis, fontsize=8)
+        figure.suptitle(title)
+        _save(figure, out_dir / "rule_diagnostics.png")
+        written.append(out_dir / "rule_diagnostics.png")
+    by_step = [key for key in keys if key.endswith("_by_step")]
+    if by_step:
+        figure, axes = plt.subplots(
+            1, len(by_step), figsize=(4.6 * len(by_step), 3.8), squeeze=False
+        )
+        for axis, key in zip(axes[0], by_step, strict=True):
+            shown = [line for line in history if (line.get("rule_diagnostics") or {}).get(key)]
+            for line in {id(x): x for x in (shown[:1] + shown[-1:])}.values():
+                values = line["rule_diagnostics"][key]
+                axis.plot(range(1, len(values) + 1), values, label=f"epoch {line['epoch']}")
+            axis.set(xlabel="relaxation step", title=key.removesuffix("_by_step").replace("_", " "))
+            _legend(axis, fontsize=8)
+        figure.suptitle(title)
+        _save(figure, out_dir / "relaxation.png")
+        written.append(out_dir / "relaxation.png")
     return written
 
 

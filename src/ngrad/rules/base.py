@@ -35,13 +35,17 @@ class StepRecord:
     """What ``rule.backward`` reports about one mini-batch.
 
     ``layer_errors[i]`` is the error signal the rule delivered to layer i's pre-activation (its
-    estimate of dL/da_i), where the rule forms one; ``scalars`` holds rule-specific numbers to log.
+    estimate of dL/da_i), where the rule forms one. ``scalars`` holds rule-specific numbers and
+    ``series`` rule-specific sequences, both logged by the trainer as they are cheap to produce:
+    name a per-layer list ``<quantity>_by_layer`` and a per-relaxation-step one
+    ``<quantity>_by_step`` and ``ngrad train`` plots it.
     """
 
     loss: Tensor
     output: Tensor
     layer_errors: tuple[Tensor, ...] | None = None
     scalars: dict[str, float] = field(default_factory=dict)
+    series: dict[str, list[float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,12 @@ class LearningRule(nn.Module, ABC):
     def feedback_pairs(self) -> list[FeedbackPair]:
         """Feedback matrices paired with the forward quantity they should align with."""
         return []
+
+    def diagnose(self, inputs: Tensor, targets: Tensor) -> dict[str, float | list[float]]:
+        """Rule-specific measurements too costly for every step (e.g. an angle to Gauss-Newton
+        targets), run once per epoch by the trainer on a copy of the rule. Same naming as
+        ``StepRecord.series``."""
+        return {}
 
     def feedback_parameters(self) -> list[nn.Parameter]:
         """Trained parameters of the rule that are not the network's (learned feedback)."""
