@@ -259,3 +259,16 @@ def test_console_entry_point_exit_codes(tmp_path):
     )
     assert result.returncode == 2
     _one_error_line(result.stderr, "unknown rule")
+
+
+def test_load_run_restores_the_best_state(tmp_path):
+    from ngrad.runs import load_run
+    from ngrad.training import evaluate
+
+    out = tmp_path / "run"
+    assert main(["train", "--rule", "kp", "--out", str(out), *FAST]) == 0
+    run = load_run(out)
+    assert run.config.rule == "kp"
+    x, y = run.data.val_x.flatten(1), run.data.val_y
+    _, accuracy = evaluate(run.rule, x, y)
+    assert accuracy == pytest.approx(run.summary["best_val_accuracy"])
