@@ -5,8 +5,10 @@
 Three magnitudes M (o is the elementwise product):
 - ``usf`` uniform sign-concordant feedback: M = sqrt(2 / (fan_in + fan_out)), one number per layer
   (Liao, Leibo & Poggio 2016, AAAI; the scale of Xiao et al. 2018 keeps the errors' size bounded);
-- ``brsf`` batchwise-random magnitude: M = |R|, R redrawn (Xavier-uniform) at every batch
-  (Liao, Leibo & Poggio 2016; Moskovitz, Litwin-Kumar & Abbott 2018, arXiv:1812.06488);
+- ``brsf`` batchwise-random magnitude: M redrawn at every batch, uniform on (0, b] with
+  b = sqrt(6 / (fan_in + fan_out)) the Xavier bound, in 256 levels (cheap to draw; see
+  ``ngrad.noise``) (Liao, Leibo & Poggio 2016; Moskovitz, Litwin-Kumar & Abbott 2018,
+  arXiv:1812.06488);
 - ``frsf`` fixed-random magnitude: M = |R|, R drawn once (Liao et al. 2016; Xiao, Chen, Liao &
   Poggio 2018, arXiv:1811.03567).
 
@@ -24,6 +26,7 @@ import torch
 from torch import Tensor
 
 from ngrad.network import ForwardTrace, Network, fans, random_like
+from ngrad.noise import uniform_levels
 from ngrad.rules.layerwise import FeedbackPathwayRule
 
 __all__ = ["BatchRandomSignSymmetry", "FixedRandomSignSymmetry", "UniformSignSymmetry"]
@@ -35,7 +38,15 @@ def uniform_magnitude(weight: Tensor) -> float:
 
 
 def random_magnitude(weight: Tensor) -> Tensor:
+    """|R| with R Xavier-uniform: uniform on (0, sqrt(6 / (fan_in + fan_out)))."""
     return random_like(weight, "xavier").abs_()
+
+
+def fresh_random_magnitude(weight: Tensor) -> Tensor:
+    """Uniform on (0, Xavier bound] in 256 levels, drawn at a quarter of the generator's cost."""
+    fan_in, fan_out = fans(weight)
+    bound = math.sqrt(6.0 / (fan_in + fan_out))
+    return uniform_levels(weight.shape, bound, weight.dtype, weight.device)
 
 
 class SignSymmetry(FeedbackPathwayRule):
@@ -66,7 +77,7 @@ class BatchRandomSignSymmetry(SignSymmetry):
 
     def feedback_matrices(self) -> list[Tensor | None]:
         return [None] + [
-            torch.sign(layer.weight) * random_magnitude(layer.weight)
+            fresh_random_magnitude(layer.weight).mul_(torch.sign(layer.weight))
             for layer in self.network.layers[1:]
         ]
 

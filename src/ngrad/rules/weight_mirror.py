@@ -2,7 +2,9 @@
 
 Learning phase: as feedback alignment with learned B,
     delta_l = f'(a_l) * (B_{l+1} delta_{l+1}),   dW_l = delta_l h_{l-1}^T.
-Mirror phase (after each batch): zero-mean noise xi ~ N(0, sigma^2 I) drives layer l - 1's output;
+Mirror phase (after each batch): zero-mean noise xi with E[xi xi^T] = sigma^2 I drives layer l - 1's
+output (Rademacher +-sigma by default, cheaper to draw than Gaussian and with an exact diagonal;
+``noise="gaussian"`` for N(0, sigma^2 I));
 layer l responds with W_l xi; each feedback synapse correlates the two:
     Delta B_l = eta_B ( xi (W_l xi)^T / sigma^2 - lambda B_l )
 Since E[xi xi^T] = sigma^2 I, E[xi (W_l xi)^T] / sigma^2 = W_l^T, and B_l converges to
@@ -23,11 +25,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
 
 from ngrad.network import ForwardTrace
+from ngrad.noise import rademacher
 from ngrad.rules.base import assign_gradient
 from ngrad.rules.layerwise import LearnedFeedbackRule
 
@@ -37,6 +41,7 @@ __all__ = ["WeightMirror"]
 @dataclass(frozen=True)
 class WeightMirrorOptions:
     noise_std: float = 1.0  # sigma of the mirror-phase noise
+    noise: Literal["rademacher", "gaussian"] = "rademacher"
     decay: float = 1.0  # lambda; B converges to W^T / lambda
     mirror_samples: int = 0  # noise samples per mirror phase; 0: the training batch size
     rate: float = 0.02  # eta_B relative to the optimiser's learning rate (scales grad B)
@@ -73,9 +78,12 @@ class WeightMirror(LearnedFeedbackRule):
         """lambda B^T - (W xi) xi^T / (n sigma^2) for one mirror phase of layer ``index``."""
         layer = self.network.layers[index]
         sigma = self.options.noise_std
-        noise = torch.randn(
-            (samples, *input_shape), dtype=feedback.dtype, device=feedback.device
-        ).mul_(sigma)
+        shape = (samples, *input_shape)
+        if self.options.noise == "gaussian":
+            noise = torch.randn(shape, dtype=feedback.dtype, device=feedback.device)
+        else:
+            noise = rademacher(shape, feedback.dtype, feedback.device)
+        noise.mul_(sigma)
         response = layer.linear(noise, layer.weight)
         correlation = layer.weight_gradient(response, noise)
         return feedback * self.options.decay - correlation / (samples * sigma * sigma)
