@@ -162,7 +162,7 @@ def test_kolen_pollack_mismatch_decays_geometrically(momentum):
 def test_weight_mirror_converges_to_positive_multiple_of_w_transpose(noise):
     torch.manual_seed(2)
     network = ngrad.mlp([10, 30, 20, 5]).double()
-    rule = ngrad.make_rule("wm", network, decay=0.5, noise_std=0.3, noise=noise)
+    rule = ngrad.make_rule("wm", network, decay=0.5, noise=noise)
     x, _ = _batch((10,), n=64)
     before = [angle_degrees(p.feedback, p.forward) for p in rule.feedback_pairs()]
     assert min(before) > 60

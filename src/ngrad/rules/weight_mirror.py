@@ -2,10 +2,8 @@
 
 Learning phase: as feedback alignment with learned B,
     delta_l = f'(a_l) * (B_{l+1} delta_{l+1}),   dW_l = delta_l h_{l-1}^T.
-Mirror phase (after each batch): zero-mean noise xi with E[xi xi^T] = sigma^2 I drives layer l - 1's
-output (Rademacher +-sigma by default, cheaper to draw than Gaussian and with an exact diagonal;
-``noise="gaussian"`` for N(0, sigma^2 I));
-layer l responds with W_l xi; each feedback synapse correlates the two:
+Mirror phase (after each batch): zero-mean noise xi with E[xi xi^T] = sigma^2 I drives layer
+l - 1's output; layer l responds with W_l xi; each feedback synapse correlates the two:
     Delta B_l = eta_B ( xi (W_l xi)^T / sigma^2 - lambda B_l )
 Since E[xi xi^T] = sigma^2 I, E[xi (W_l xi)^T] / sigma^2 = W_l^T, and B_l converges to
 W_l^T / lambda, a positive multiple of W_l^T.
@@ -19,6 +17,10 @@ optimiser takes the step, so eta_B = rate x the feedback learning rate. One mirr
 is noisy when n is below the layer width; a small eta_B averages it over many batches. The noise
 has the shape of the layer's real input, so convolutional layers mirror the same way. Locality:
 each feedback synapse sees only its own pre- and post-synaptic activity during the mirror phase.
+
+The mirror is linear, so the estimate does not depend on sigma (it cancels): ngrad draws
+unit-variance noise, Rademacher (+-1) by default, which is cheaper to draw than Gaussian and makes
+the diagonal of xi xi^T exact (``noise="gaussian"`` for N(0, I)).
 """
 
 from __future__ import annotations
@@ -40,7 +42,6 @@ __all__ = ["WeightMirror"]
 
 @dataclass(frozen=True)
 class WeightMirrorOptions:
-    noise_std: float = 1.0  # sigma of the mirror-phase noise
     noise: Literal["rademacher", "gaussian"] = "rademacher"
     decay: float = 1.0  # lambda; B converges to W^T / lambda
     mirror_samples: int = 0  # noise samples per mirror phase; 0: the training batch size
@@ -48,8 +49,6 @@ class WeightMirrorOptions:
     init: str = "pytorch"
 
     def __post_init__(self) -> None:
-        if not self.noise_std > 0:
-            raise ValueError(f"option 'noise_std' must be positive, got {self.noise_std}")
         if self.decay < 0:
             raise ValueError(f"option 'decay' must be >= 0, got {self.decay}")
         if self.mirror_samples < 0:
@@ -68,25 +67,24 @@ class WeightMirror(LearnedFeedbackRule):
         samples = self.options.mirror_samples or trace.activities[0].shape[0]
         for index, feedback in enumerate(self.feedback, start=1):
             input_shape = trace.activities[index].shape[1:]
-            gradient = self.mirror_gradient(index, feedback, input_shape, samples)
-            assign_gradient(feedback, gradient.mul_(self.options.rate))
+            gradient = self.mirror_gradient(
+                index, feedback, input_shape, samples, self.options.rate
+            )
+            assign_gradient(feedback, gradient)
         return {}
 
     def mirror_gradient(
-        self, index: int, feedback: Tensor, input_shape: torch.Size, samples: int
+        self, index: int, feedback: Tensor, input_shape: torch.Size, samples: int, rate: float
     ) -> Tensor:
-        """lambda B^T - (W xi) xi^T / (n sigma^2) for one mirror phase of layer ``index``."""
+        """rate (lambda B^T - (W xi) xi^T / n) for one mirror phase of layer ``index``."""
         layer = self.network.layers[index]
-        sigma = self.options.noise_std
         shape = (samples, *input_shape)
         if self.options.noise == "gaussian":
             noise = torch.randn(shape, dtype=feedback.dtype, device=feedback.device)
         else:
             noise = rademacher(shape, feedback.dtype, feedback.device)
-        noise.mul_(sigma)
-        response = layer.linear(noise, layer.weight)
-        correlation = layer.weight_gradient(response, noise)
-        return feedback * self.options.decay - correlation / (samples * sigma * sigma)
+        correlation = layer.weight_gradient(layer.linear(noise, layer.weight), noise)
+        return correlation.mul_(-rate / samples).add_(feedback, alpha=rate * self.options.decay)
 
     @torch.no_grad()
     def mirror(self, sample_inputs: Tensor, steps: int, learning_rate: float) -> None:
@@ -98,5 +96,5 @@ class WeightMirror(LearnedFeedbackRule):
             for index, feedback in enumerate(self.feedback, start=1):
                 input_shape = trace.activities[index].shape[1:]
                 feedback.sub_(
-                    learning_rate * self.mirror_gradient(index, feedback, input_shape, samples)
+                    self.mirror_gradient(index, feedback, input_shape, samples, learning_rate)
                 )
