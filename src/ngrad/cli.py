@@ -1,4 +1,4 @@
-"""The ``ngrad`` command: list, train, compare, check.
+"""The ``ngrad`` command: list, train, compare, check, and the analyses of trained runs.
 
 Every failure a user can cause ends in one line ``ngrad: error: ...`` and a non-zero exit: 2 for
 usage (unknown rule or dataset, bad option or config key), 1 for run failures (missing or corrupt
@@ -89,6 +89,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check", help="run the rules' reference properties")
     check.add_argument("--rule", help="only this rule")
+
+    inspect = commands.add_parser("inspect", help="one neuron's compartments, forward vs teaching")
+    inspect.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by ngrad train")
+    inspect.add_argument("--layer", type=int, help="layer 1..L (default: the last hidden layer)")
+    inspect.add_argument("--neuron", type=int, default=0, help="unit index in the layer")
+    inspect.add_argument("--sample", type=int, default=0, help="index of the test image")
+    inspect.add_argument("--out", required=True, help="PNG file to write")
+
+    similar = commands.add_parser(
+        "similarity", help="representational similarity to a reference rule; neural predictivity"
+    )
+    similar.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run or compare directories")
+    similar.add_argument("--reference", default="bp", help="reference rule (default: bp)")
+    similar.add_argument("--layer", help="comma-separated layers to compare (default: all)")
+    similar.add_argument("--neural", metavar="FILE", help="recordings, .npz or NetCDF")
+    similar.add_argument("--samples", type=int, default=1000, help="test images used as stimuli")
+    similar.add_argument("--bootstrap", type=int, default=1000, help="RSA bootstrap resamples")
+    similar.add_argument("--data-dir", help="data directory (default: the runs' own)")
+    similar.add_argument("--out", required=True, help="output directory")
+    similar.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
@@ -211,11 +231,19 @@ def command_check(args: argparse.Namespace) -> int:
     return EXIT_FAILURE if failures else 0
 
 
+def command_similarity(args: argparse.Namespace) -> int:
+    from ngrad.similarity_command import command_similarity as similarity
+
+    return similarity(args)
+
+
 COMMANDS = {
     "list": command_list,
     "train": command_train,
     "compare": command_compare,
     "check": command_check,
+    "inspect": lambda a: __import__("ngrad.inspect_neuron", fromlist=["_"]).command_inspect(a),
+    "similarity": command_similarity,
 }
 
 

@@ -30,26 +30,30 @@ class LoadedRun:
 
 
 def load_run(
-    directory: str | Path, checkpoint: str = "best.pt", data: DataSplits | None = None
+    directory: str | Path,
+    checkpoint: str = "best.pt",
+    data: DataSplits | None = None,
+    device: str = "cpu",
 ) -> LoadedRun:
     """Rebuild the rule of a finished run with its trained weights (``best.pt`` by default,
-    ``checkpoint.pt`` for the last epoch); ``data`` skips reloading an already loaded dataset."""
+    ``checkpoint.pt`` for the last epoch) on ``device`` (the CPU by default, wherever it was
+    trained); ``data`` skips reloading an already loaded dataset."""
     from ngrad.training import build_network, load_run_config
 
     directory = Path(directory)
-    config = load_run_config(directory)
+    config = load_run_config(directory, device=device)
     if data is None:
         data = load_dataset(config.data, data_dir=config.data_dir)
     network = build_network(config, data)
     rule = make_rule(config.rule, network, config.loss, **config.rule_options)
-    state = load_checkpoint(directory / checkpoint)
+    state = load_checkpoint(directory / checkpoint, map_location=device)
     try:
         rule.load_state_dict(state["rule_state"])
     except (KeyError, RuntimeError) as error:
         raise NgradError(
             f"{str(directory / checkpoint)!r} does not match its run: {error}"
         ) from None
-    rule.eval()
+    rule.to(device).eval()
     summary_path = directory / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     return LoadedRun(directory, config, rule, data, summary)

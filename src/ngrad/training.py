@@ -321,8 +321,9 @@ def run_training(
     return RunResult(out_path, summary, run.history)
 
 
-def load_run_config(out_dir: str | Path) -> TrainConfig:
-    """The configuration saved in a run directory (for ``--resume``)."""
+def load_run_config(out_dir: str | Path, device: str | None = None) -> TrainConfig:
+    """The configuration saved in a run directory (for ``--resume``); ``device`` overrides the
+    saved one (to inspect on a CPU a run trained on a GPU)."""
     path = Path(out_dir) / "config.json"
     try:
         values = json.loads(path.read_text())
@@ -330,4 +331,8 @@ def load_run_config(out_dir: str | Path) -> TrainConfig:
         raise NgradError(f"{str(out_dir)!r} is not a run directory: no config.json") from None
     except json.JSONDecodeError as error:
         raise NgradError(f"{str(path)!r} is corrupt: {error}") from None
+    if not isinstance(values, dict):
+        raise NgradError(f"{str(path)!r} is corrupt: not a table of settings")
+    if device is not None:
+        values["device"] = device
     return make_config(values, owner=str(path))

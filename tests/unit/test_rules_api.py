@@ -18,8 +18,8 @@ def _data(n=16):
     return x, (x @ teacher).argmax(dim=1)
 
 
-def test_registry_lists_all_rules_of_the_issue():
-    assert ngrad.available_rules() == ["bp", "fa", "dfa", "usf", "brsf", "frsf", "kp", "wm"]
+def test_registry_lists_backprop_first_then_the_feedback_alignment_family():
+    assert ngrad.available_rules()[:8] == ["bp", "fa", "dfa", "usf", "brsf", "frsf", "kp", "wm"]
     for name, cls in REGISTRY.items():
         assert cls.name == name
         assert cls.summary
@@ -40,11 +40,21 @@ def test_unknown_rule_and_option_are_named():
         ngrad.make_rule("fa", net, init="orthogonal")
 
 
+def _network_for(name: str, sizes=(6, 16, 3)):
+    """The test MLP, or a square one for rules that need invertible layers."""
+    network = ngrad.mlp(list(sizes))
+    if REGISTRY[name].supports(network):
+        return network
+    square = ngrad.mlp([sizes[0]] * (len(sizes) - 1) + [sizes[0]], activation="tanh")
+    assert REGISTRY[name].supports(square), f"{name} supports neither test network"
+    return square
+
+
 @pytest.mark.parametrize("name", list(REGISTRY))
 @pytest.mark.parametrize("optimiser", [torch.optim.SGD, torch.optim.Adam])
 def test_every_rule_fills_every_trained_grad_and_trains(name, optimiser):
     torch.manual_seed(0)
-    rule = ngrad.make_rule(name, ngrad.mlp([6, 16, 3]))
+    rule = ngrad.make_rule(name, _network_for(name))
     x, y = _data(64)
     opt = optimiser(rule.parameters(), lr=0.02)
     first = None
@@ -55,14 +65,14 @@ def test_every_rule_fills_every_trained_grad_and_trains(name, optimiser):
             assert torch.isfinite(parameter.grad).all()
         opt.step()
         first = float(record.loss) if first is None else first
-    assert record.output.shape == (64, 3)
+    assert record.output.shape[0] == 64
     assert float(record.loss) < 0.8 * first, f"{name} did not learn"
 
 
 @pytest.mark.parametrize("name", list(REGISTRY))
 def test_gradient_is_overwritten_not_accumulated(name):
     torch.manual_seed(0)
-    rule = ngrad.make_rule(name, ngrad.mlp([6, 5, 3]))
+    rule = ngrad.make_rule(name, _network_for(name, (6, 5, 3)))
     x, y = _data()
     torch.manual_seed(1)
     rule.backward(x, y)

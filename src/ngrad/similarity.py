@@ -1,0 +1,453 @@
+"""Representational similarity and neural predictivity: pure functions on arrays.
+
+Every function takes stimuli x features arrays (rows are the same stimuli in the same order) and
+computes in float64.
+
+- :func:`cka`: linear centred kernel alignment (Kornblith, Norouzi, Lee & Hinton 2019, ICML,
+  "Similarity of neural network representations revisited"). With X, Y column-centred,
+  CKA = ||Y^T X||_F^2 / (||X^T X||_F ||Y^T Y||_F): 1 for representations equal up to an orthogonal
+  map and isotropic scaling, near 0 for unrelated ones. ``debiased=True`` replaces each HSIC by the
+  unbiased estimator of Song, Smola, Gretton, Bedo & Borgwardt 2012 (JMLR 13), as Kornblith et
+  al. suggest for few stimuli and many features (the plain estimate of two independent
+  representations is positive, of order features / stimuli).
+- :func:`rdm`, :func:`rsa`: representational similarity analysis (Kriegeskorte, Mur & Bandettini
+  2008, Front. Syst. Neurosci. 2:4). RDM = 1 - Pearson correlation between the response patterns
+  of two stimuli; two RDMs are compared by the Spearman correlation of their upper triangles. The
+  confidence interval bootstraps stimuli (Nili et al. 2014, PLoS Comput. Biol. 10:e1003553):
+  resample stimuli with replacement and drop the pairs of a stimulus with its own copy, whose
+  dissimilarity is 0 by construction.
+- :func:`neural_predictivity`: as Brain-Score computes it (Schrimpf et al. 2018, bioRxiv 407007;
+  after Yamins et al. 2014, PNAS 111:8619): PLS regression (25 components, no feature scaling)
+  from model features to all recorded sites, 10 random 90/10 splits of the stimuli, stratified by
+  object label when labels are given; on each split the Pearson r of every site on the held-out
+  stimuli, the median over sites; the mean over splits. It is divided by the split-half ceiling
+  (:func:`split_half_ceiling`): repetitions split in two random halves, the per-site Pearson r of
+  the half-means, Spearman-Brown corrected to the full number of repetitions (r' = 2r / (1 + r)),
+  median over sites, mean over 10 splits.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.cross_decomposition import PLSRegression
+from sklearn.model_selection import ShuffleSplit, StratifiedShuffleSplit
+
+__all__ = [
+    "DegenerateRepresentationError",
+    "Predictivity",
+    "RSAResult",
+    "cka",
+    "compare_rdms",
+    "neural_predictivity",
+    "rdm",
+    "rdm_correlation",
+    "rsa",
+    "spearman_brown",
+    "split_half_ceiling",
+    "stimulus_splits",
+]
+
+PLS_COMPONENTS = 25
+PREDICTIVITY_SPLITS = 10
+TRAIN_FRACTION = 0.9
+
+
+class DegenerateRepresentationError(ValueError):
+    """A representation without the variance a measure needs (e.g. a layer of dead units)."""
+
+
+def _matrix(values: np.ndarray, name: str) -> np.ndarray:
+    """``values`` as a float64 stimuli x features matrix (trailing dimensions flattened)."""
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim < 2:
+        raise ValueError(f"{name} must be stimuli x features, got shape {array.shape}")
+    array = array.reshape(array.shape[0], -1)
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return array
+
+
+def _pair(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    x, y = _matrix(x, "x"), _matrix(y, "y")
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"x has {x.shape[0]} stimuli and y has {y.shape[0]}: they must match")
+    return x, y
+
+
+# ------------------------------------------------------------------------------------- CKA ---
+
+
+def _hsic_unbiased(x: np.ndarray, y: np.ndarray) -> float:
+    """Song et al. 2012's unbiased HSIC (times n(n-3)) of the linear kernels K = XX^T, L = YY^T,
+    without forming them: K~ is K with a zero diagonal, and
+    n(n-3) HSIC = tr(K~L~) + 1^T K~ 1 1^T L~ 1 / ((n-1)(n-2)) - 2/(n-2) 1^T K~ L~ 1."""
+    n = x.shape[0]
+    diag_x, diag_y = np.einsum("ij,ij->i", x, x), np.einsum("ij,ij->i", y, y)
+    sum_x, sum_y = x.sum(axis=0), y.sum(axis=0)
+    trace = np.sum((x.T @ y) ** 2) - diag_x @ diag_y
+    total_x, total_y = sum_x @ sum_x - diag_x.sum(), sum_y @ sum_y - diag_y.sum()
+    row_sums_x, row_sums_y = x @ sum_x - diag_x, y @ sum_y - diag_y
+    return float(
+        trace + total_x * total_y / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * row_sums_x @ row_sums_y
+    )
+
+
+def cka(x: np.ndarray, y: np.ndarray, *, debiased: bool = False) -> float:
+    """Linear CKA between two representations of the same stimuli (Kornblith et al. 2019).
+
+    ``x`` is stimuli x p, ``y`` stimuli x q (p and q may differ). ``debiased`` uses Song et al.
+    2012's unbiased HSIC estimator (needs at least 4 stimuli; it can fall slightly below 0).
+    Raises :class:`DegenerateRepresentationError` when either representation is constant.
+    """
+    x, y = _pair(x, y)
+    x, y = x - x.mean(axis=0), y - y.mean(axis=0)
+    if debiased:
+        if x.shape[0] < 4:
+            raise ValueError(f"debiased CKA needs at least 4 stimuli, got {x.shape[0]}")
+        cross, self_x, self_y = _hsic_unbiased(x, y), _hsic_unbiased(x, x), _hsic_unbiased(y, y)
+        if self_x <= 0 or self_y <= 0:
+            raise DegenerateRepresentationError("a representation has no variance across stimuli")
+        return cross / math.sqrt(self_x * self_y)
+    norm_x, norm_y = np.linalg.norm(x.T @ x), np.linalg.norm(y.T @ y)
+    if norm_x == 0 or norm_y == 0:
+        raise DegenerateRepresentationError("a representation is constant across stimuli")
+    return float(np.sum((y.T @ x) ** 2) / (norm_x * norm_y))
+
+
+# ------------------------------------------------------------------------------------- RSA ---
+
+
+def rdm(x: np.ndarray) -> np.ndarray:
+    """Representational dissimilarity matrix: 1 - Pearson correlation between the response
+    patterns (rows) of every two stimuli; stimuli x stimuli, zero diagonal."""
+    x = _matrix(x, "x")
+    if x.shape[1] < 2:
+        raise ValueError("an RDM needs at least 2 features per stimulus")
+    centred = x - x.mean(axis=1, keepdims=True)
+    norms = np.linalg.norm(centred, axis=1)
+    flat = np.flatnonzero(norms <= 1e-12 * (1.0 + np.abs(x).max(axis=1)))
+    if flat.size:
+        raise DegenerateRepresentationError(
+            f"{flat.size} stimulus pattern(s) are constant across features (first: stimulus "
+            f"{flat[0]}), so their correlation distance is undefined"
+        )
+    unit = centred / norms[:, None]
+    dissimilarity = 1.0 - unit @ unit.T
+    np.fill_diagonal(dissimilarity, 0.0)
+    return dissimilarity
+
+
+@dataclass(frozen=True)
+class RSAResult:
+    """Spearman correlation of two RDMs and its bootstrap (percentile) confidence interval."""
+
+    correlation: float
+    ci_low: float | None
+    ci_high: float | None
+    confidence: float
+    n_bootstrap: int
+
+
+class _Ranker:
+    """Spearman mid-ranks of one vector's entries in any weighted multiset of them, in O(size):
+    the vector is sorted once; entry k present w_k times takes w_k consecutive ranks, and equal
+    values share the mean of their ranks. Integer arithmetic on twice the ranks keeps it exact."""
+
+    def __init__(self, values: np.ndarray) -> None:
+        self.order = np.argsort(values, kind="stable")
+        ordered = values[self.order]
+        new_value = np.r_[True, ordered[1:] != ordered[:-1]]
+        self.value_starts = np.flatnonzero(new_value)
+        tied = self.value_starts.size < values.size
+        self.value_of = np.cumsum(new_value) - 1 if tied else None
+
+    def centred_double_ranks(self, sorted_weights: np.ndarray) -> np.ndarray:
+        """2 * (mid-rank - mean rank), in sorted order, of the multiset holding the k-th smallest
+        entry sorted_weights[k] (int64) times; the mean rank is (total + 1) / 2."""
+        total = int(sorted_weights.sum())
+        if self.value_of is None:  # mid-rank = last rank - (w - 1) / 2
+            ranks = 2 * np.cumsum(sorted_weights) - sorted_weights - total
+        else:
+            totals = np.add.reduceat(sorted_weights, self.value_starts)
+            ranks = (2 * np.cumsum(totals) - totals - total)[self.value_of]
+        return ranks.astype(np.float64)
+
+
+class _TriangleSpearman:
+    """Spearman correlation of the upper triangles of two RDMs over a resample of the stimuli.
+
+    A resample holding stimulus a count(a) times holds the pair {a, b} (a != b) count(a) count(b)
+    times among its pairs of distinct positions; pairs of a stimulus with its own copy are left
+    out. So each draw is a weighted Spearman correlation over the fixed list of pairs, exactly
+    what ``scipy.stats.spearmanr`` gives on the expanded list, at O(pairs) cost."""
+
+    def __init__(self, rdm_x: np.ndarray, rdm_y: np.ndarray) -> None:
+        rows, cols = np.triu_indices(rdm_x.shape[0], k=1)
+        self.x, self.y = _Ranker(rdm_x[rows, cols]), _Ranker(rdm_y[rows, cols])
+        self.pairs_x = (rows[self.x.order], cols[self.x.order])
+        self.pairs_y = (rows[self.y.order], cols[self.y.order])
+        self.y_to_x = np.argsort(self.y.order)[self.x.order]  # x-order -> position in y-order
+
+    def __call__(self, counts: np.ndarray) -> float:
+        """The correlation for the resample with ``counts[a]`` (int64) copies of stimulus a."""
+        weights_x = counts[self.pairs_x[0]] * counts[self.pairs_x[1]]
+        weights_y = counts[self.pairs_y[0]] * counts[self.pairs_y[1]]
+        ranks_x = self.x.centred_double_ranks(weights_x)
+        ranks_y = self.y.centred_double_ranks(weights_y)[self.y_to_x]
+        weighted = weights_x.astype(np.float64) * ranks_x
+        covariance, variance_x = weighted @ ranks_y, weighted @ ranks_x
+        variance_y = (weights_x * ranks_y) @ ranks_y
+        denominator = math.sqrt(variance_x * variance_y)
+        return float(covariance / denominator) if denominator > 0 else math.nan
+
+
+def _square_pair(rdm_x: np.ndarray, rdm_y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    rdm_x, rdm_y = np.asarray(rdm_x, dtype=np.float64), np.asarray(rdm_y, dtype=np.float64)
+    n = rdm_x.shape[0]
+    if rdm_x.shape != (n, n) or rdm_y.shape != (n, n):
+        raise ValueError(f"RDMs must be square and of one size, got {rdm_x.shape}, {rdm_y.shape}")
+    if n < 3:
+        raise ValueError(f"RSA needs at least 3 stimuli, got {n}")
+    return rdm_x, rdm_y
+
+
+def compare_rdms(
+    rdm_x: np.ndarray,
+    rdm_y: np.ndarray,
+    *,
+    n_bootstrap: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> RSAResult:
+    """Spearman correlation of the upper triangles of two RDMs of the same stimuli, with a
+    percentile bootstrap interval over stimuli (the same resamples for the same ``seed``, so
+    intervals of several models against one reference are paired)."""
+    rdm_x, rdm_y = _square_pair(rdm_x, rdm_y)
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    n = rdm_x.shape[0]
+    spearman = _TriangleSpearman(rdm_x, rdm_y)
+    point = spearman(np.ones(n, dtype=np.int64))
+    if n_bootstrap <= 0:
+        return RSAResult(point, None, None, confidence, 0)
+    generator = np.random.default_rng(seed)
+    draws = np.array(
+        [
+            spearman(np.bincount(generator.integers(0, n, size=n), minlength=n))
+            for _ in range(n_bootstrap)
+        ]
+    )
+    draws = draws[np.isfinite(draws)]
+    if draws.size == 0:
+        return RSAResult(point, None, None, confidence, n_bootstrap)
+    low, high = np.quantile(draws, [(1 - confidence) / 2, (1 + confidence) / 2])
+    return RSAResult(point, float(low), float(high), confidence, n_bootstrap)
+
+
+def rdm_correlation(rdm_x: np.ndarray, rdm_y: np.ndarray, stimuli: Sequence[int]) -> float:
+    """Spearman correlation of two RDMs restricted to the resample ``stimuli`` (indices, repeats
+    allowed): over the pairs of distinct positions whose stimuli differ (one bootstrap draw of
+    :func:`compare_rdms`)."""
+    rdm_x, rdm_y = _square_pair(rdm_x, rdm_y)
+    counts = np.bincount(np.asarray(stimuli, dtype=np.int64), minlength=rdm_x.shape[0])
+    return _TriangleSpearman(rdm_x, rdm_y)(counts)
+
+
+def rsa(
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    n_bootstrap: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> RSAResult:
+    """RSA of two representations of the same stimuli (Kriegeskorte et al. 2008): Spearman
+    correlation of their correlation-distance RDMs, with a bootstrap interval over stimuli."""
+    x, y = _pair(x, y)
+    return compare_rdms(rdm(x), rdm(y), n_bootstrap=n_bootstrap, confidence=confidence, seed=seed)
+
+
+# ------------------------------------------------------------------- neural predictivity ---
+
+
+def spearman_brown(correlation: np.ndarray | float, factor: float = 2.0) -> np.ndarray | float:
+    """Reliability of a measurement ``factor`` times as long: factor r / (1 + (factor - 1) r)."""
+    return factor * correlation / (1.0 + (factor - 1.0) * correlation)
+
+
+def _columnwise_pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson r between matching columns (NaN where a column is constant)."""
+    a, b = a - a.mean(axis=0), b - b.mean(axis=0)
+    denominator = np.sqrt((a * a).sum(axis=0) * (b * b).sum(axis=0))
+    result = np.full(a.shape[1], np.nan)
+    valid = denominator > 0
+    result[valid] = (a * b).sum(axis=0)[valid] / denominator[valid]
+    return result
+
+
+def _responses(responses: np.ndarray) -> np.ndarray:
+    responses = np.asarray(responses, dtype=np.float64)
+    if responses.ndim != 3:
+        raise ValueError(
+            f"responses must be stimuli x sites x repetitions, got shape {responses.shape}"
+        )
+    if not np.isfinite(responses).all():
+        raise ValueError("responses contain NaN or infinite values")
+    return responses
+
+
+def split_half_ceiling(responses: np.ndarray, *, n_splits: int = 10, seed: int = 0) -> float:
+    """Brain-Score's internal-consistency ceiling of stimuli x sites x repetitions responses.
+
+    For each of ``n_splits`` random halvings of the repetitions: the Pearson r across stimuli
+    between the two half-means of every site, Spearman-Brown corrected (factor 2), the median
+    over sites; then the mean over halvings. It estimates the reliability of the
+    repetition-averaged responses (the r^2 a noise-free model of them could reach)."""
+    responses = _responses(responses)
+    repetitions = responses.shape[2]
+    if repetitions < 2:
+        raise ValueError("the split-half ceiling needs at least 2 repetitions per stimulus")
+    generator = np.random.default_rng(seed)
+    medians = []
+    for _ in range(n_splits):
+        order = generator.permutation(repetitions)
+        first, second = order[: repetitions // 2], order[repetitions // 2 :]
+        half_r = _columnwise_pearson(
+            responses[:, :, first].mean(axis=2), responses[:, :, second].mean(axis=2)
+        )
+        finite = half_r[np.isfinite(half_r)]
+        medians.append(float(np.median(spearman_brown(finite))) if finite.size else math.nan)
+    return float(np.mean(medians))
+
+
+def stimulus_splits(
+    n_stimuli: int,
+    objects: Sequence | np.ndarray | None = None,
+    *,
+    n_splits: int = PREDICTIVITY_SPLITS,
+    train_fraction: float = TRAIN_FRACTION,
+    seed: int = 0,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train, test) stimulus indices of Brain-Score's cross-validation: ``n_splits`` random
+    splits, ``train_fraction`` for training, stratified by object label when given."""
+    n_train = math.floor(train_fraction * n_stimuli)
+    n_test = n_stimuli - n_train
+    if n_test < 3 or n_train < 3:
+        raise ValueError(
+            f"{n_stimuli} stimuli are too few: a {train_fraction:.0%}/{1 - train_fraction:.0%} "
+            "split must leave at least 3 stimuli on each side"
+        )
+    indices = np.zeros(n_stimuli)
+    if objects is None:
+        splitter = ShuffleSplit(n_splits, train_size=n_train, test_size=n_test, random_state=seed)
+        return list(splitter.split(indices))
+    labels = np.asarray(objects)
+    if labels.shape != (n_stimuli,):
+        raise ValueError(
+            f"objects must hold one label per stimulus ({n_stimuli}), got {labels.shape}"
+        )
+    names, counts = np.unique(labels, return_counts=True)
+    if counts.min() < 2:
+        raise ValueError(
+            f"object {names[counts.argmin()]!r} labels a single stimulus; stratified splits need "
+            "at least 2 stimuli per object"
+        )
+    if names.size > n_test:
+        raise ValueError(
+            f"{names.size} objects cannot all appear among the {n_test} held-out stimuli of a "
+            f"{1 - train_fraction:.0%} split; give more stimuli or coarser object labels"
+        )
+    splitter = StratifiedShuffleSplit(
+        n_splits, train_size=n_train, test_size=n_test, random_state=seed
+    )
+    return list(splitter.split(indices, labels))
+
+
+@dataclass(frozen=True)
+class Predictivity:
+    """Neural predictivity of one feature set.
+
+    ``raw``: mean over splits of the median over sites of held-out Pearson r; ``ceiling``: the
+    split-half ceiling; ``normalized = raw / ceiling`` (Schrimpf et al. 2018);
+    ``explained_variance = normalized ** 2`` (what the Brain-Score code reports since 2020);
+    ``attenuation_corrected = raw / sqrt(ceiling)`` (Spearman's 1904 correction: 1 for a model
+    that predicts the noise-free responses perfectly, where ``normalized`` is 1 / sqrt(ceiling));
+    ``per_site``: each site's r, mean over splits; ``components``: PLS components used."""
+
+    raw: float
+    raw_sem: float
+    ceiling: float
+    normalized: float
+    explained_variance: float
+    attenuation_corrected: float
+    per_site: np.ndarray
+    components: int
+
+
+def neural_predictivity(
+    features: np.ndarray,
+    responses: np.ndarray,
+    objects: Sequence | np.ndarray | None = None,
+    *,
+    n_components: int = PLS_COMPONENTS,
+    n_splits: int = PREDICTIVITY_SPLITS,
+    train_fraction: float = TRAIN_FRACTION,
+    ceiling: float | None = None,
+    seed: int = 0,
+) -> Predictivity:
+    """How well ``features`` (stimuli x units) predict ``responses`` (stimuli x sites x
+    repetitions), Brain-Score's way (module docstring). The regression targets are the
+    repetition means. The number of PLS components is capped at the rank of the training
+    features (extra components would fit nothing). Pass ``ceiling`` to reuse one already
+    computed with :func:`split_half_ceiling`."""
+    features = _matrix(features, "features")
+    responses = _responses(responses)
+    if features.shape[0] != responses.shape[0]:
+        raise ValueError(
+            f"features describe {features.shape[0]} stimuli and responses {responses.shape[0]}"
+        )
+    if ceiling is None:
+        ceiling = split_half_ceiling(responses, n_splits=n_splits, seed=seed)
+    targets = responses.mean(axis=2)
+    split_medians, site_sums = [], np.zeros(targets.shape[1])
+    site_counts = np.zeros(targets.shape[1])
+    used = 0
+    splits = stimulus_splits(
+        features.shape[0], objects, n_splits=n_splits, train_fraction=train_fraction, seed=seed
+    )
+    for train, test in splits:
+        train_features = features[train]
+        rank = np.linalg.matrix_rank(train_features - train_features.mean(axis=0))
+        if rank == 0:
+            raise DegenerateRepresentationError("the features are constant across stimuli")
+        components = int(min(n_components, rank))
+        used = max(used, components)
+        model = PLSRegression(n_components=components, scale=False)
+        model.fit(train_features, targets[train])
+        site_r = _columnwise_pearson(model.predict(features[test]), targets[test])
+        valid = np.isfinite(site_r)
+        site_sums[valid] += site_r[valid]
+        site_counts[valid] += 1
+        split_medians.append(float(np.median(site_r[valid])) if valid.any() else math.nan)
+    medians = np.asarray(split_medians)
+    medians = medians[np.isfinite(medians)]
+    raw = float(medians.mean()) if medians.size else math.nan
+    sem = float(medians.std(ddof=1) / math.sqrt(medians.size)) if medians.size > 1 else math.nan
+    per_site = np.divide(
+        site_sums, site_counts, out=np.full_like(site_sums, np.nan), where=site_counts > 0
+    )
+    positive = ceiling > 0
+    return Predictivity(
+        raw=raw,
+        raw_sem=sem,
+        ceiling=ceiling,
+        normalized=raw / ceiling if positive else math.nan,
+        explained_variance=(raw / ceiling) ** 2 if positive else math.nan,
+        attenuation_corrected=raw / math.sqrt(ceiling) if positive else math.nan,
+        per_site=per_site,
+        components=used,
+    )
