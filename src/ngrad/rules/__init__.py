@@ -9,14 +9,18 @@ from ngrad.losses import Loss
 from ngrad.network import Network
 from ngrad.rules.backprop import Backprop
 from ngrad.rules.base import FeedbackPair, LearningRule, StepRecord
+from ngrad.rules.difference_target_propagation import DifferenceTargetPropagation
+from ngrad.rules.direct_difference_target_propagation import DirectDifferenceTargetPropagation
 from ngrad.rules.direct_feedback_alignment import DirectFeedbackAlignment
 from ngrad.rules.feedback_alignment import FeedbackAlignment
 from ngrad.rules.kolen_pollack import KolenPollack
+from ngrad.rules.local_difference_reconstruction import LocalDifferenceReconstruction
 from ngrad.rules.sign_symmetry import (
     BatchRandomSignSymmetry,
     FixedRandomSignSymmetry,
     UniformSignSymmetry,
 )
+from ngrad.rules.target_propagation import TargetPropagation
 from ngrad.rules.weight_mirror import WeightMirror
 
 __all__ = [
@@ -40,6 +44,10 @@ REGISTRY: dict[str, type[LearningRule]] = {
         FixedRandomSignSymmetry,
         KolenPollack,
         WeightMirror,
+        TargetPropagation,
+        DifferenceTargetPropagation,
+        DirectDifferenceTargetPropagation,
+        LocalDifferenceReconstruction,
     )
 }
 
