@@ -72,5 +72,6 @@ def make_rule(
     """Build rule ``name`` on ``network``; unknown names or options raise ConfigError."""
     cls = get_rule_class(name)
     if not cls.supports(network):
-        raise ConfigError(f"rule {name!r} cannot train this network ({cls.summary})")
+        reason = cls.unsupported_reason(network) or f"see its description: {cls.summary}"
+        raise ConfigError(f"rule {name!r} cannot train this network: {reason}")
     return cls(network, loss, **options)

@@ -72,9 +72,14 @@ class LearningRule(nn.Module, ABC):
         self.options = build_options(type(self).Options, options, f"rule {self.name!r}")
 
     @classmethod
+    def unsupported_reason(cls, network: Network) -> str | None:
+        """Why the rule cannot train ``network`` (e.g. exact inverses need square layers), or
+        None where it can; ``make_rule`` shows the reason and ``ngrad compare`` skips the rule."""
+        return None
+
+    @classmethod
     def supports(cls, network: Network) -> bool:
-        """Whether the rule can train ``network`` (e.g. exact inverses need square layers)."""
-        return True
+        return cls.unsupported_reason(network) is None
 
     @abstractmethod
     def backward(self, inputs: Tensor, targets: Tensor) -> StepRecord:

@@ -203,10 +203,6 @@ class TargetPropagationRule(LearningRule):
             return "it needs at least one hidden layer"
         return None
 
-    @classmethod
-    def supports(cls, network: Network) -> bool:
-        return cls.unsupported_reason(network) is None
-
     @abstractmethod
     def learn_feedback(self, trace: ForwardTrace) -> tuple[dict[int, float], Any]:
         """Write the feedback parameters' ``.grad``; return the feedback loss per layer index
