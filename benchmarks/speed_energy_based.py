@@ -1,0 +1,218 @@
+"""Epoch time of EP, CHL and PC relative to BP, and to each rule's own arithmetic bound.
+
+    python benchmarks/speed_energy_based.py [--repeats 7] [--batches 40] [--json out.json]
+
+Two settings, MNIST-shaped random inputs (arithmetic, not accuracy, is measured), one process,
+BP and the rules timed in turn within each repeat on identical networks and batches; reported:
+the median over repeats of (rule epoch time / BP epoch time).
+
+1. Laborieux et al. (2021)'s MNIST head to head: 784-512-10, sigmoid units (their "mysig" is a
+   sigmoid of slope 1 at 0.5), squared error, batch 50, EP with T1 = 30 free and T2 = 10 nudged
+   steps per phase, symmetric nudging (beta = 0.1), gamma = 1, synchronous updates from zero
+   states, SGD. Their code (autograd of Phi at every step) takes 19x a BP step on this kind of
+   machine (issue 4); target: <= 4x.
+2. An MLP, 784-256-256-10 tanh, cross-entropy, batch 128, SGD with momentum: EP and CHL with their
+   default options, PC with T = 5 (target <= 3x BP) and its default T = 8.
+
+The arithmetic bound: multiply-accumulates (MACs) of the matrix products one sample needs, per
+rule, counted from the algorithm (steps x products per step, plus the input's drive and the weight
+updates) and divided by BP's (forward, weight gradients, input gradients above the first layer).
+"time / arithmetic" = (time ratio) / (MAC ratio): 1.0 means the implementation costs what its
+products cost relative to BP; the issue's target is <= 1.3. Element-wise work (activations,
+nudges, residuals) is not counted, so small layers (the 10 outputs) make the bound optimistic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+import ngrad
+
+
+def products(sizes: list[int]) -> list[int]:
+    """MACs per sample of each layer's product W_l h_{l-1}: n_l n_{l-1}."""
+    return [a * b for a, b in zip(sizes[1:], sizes[:-1], strict=True)]
+
+
+def bp_macs(sizes: list[int]) -> int:
+    """Forward + weight gradients + input gradients of every layer but the first."""
+    layer = products(sizes)
+    return 3 * sum(layer) - layer[0]
+
+
+def ep_macs(sizes: list[int], options: dict, readout: bool, rule: str = "ep") -> int:
+    """EP / CHL as implemented: W_1 x once; per step each coupling between relaxed layers in both
+    directions (and, with a readout, its product and adjoint for the nudge); the updates."""
+    layer = products(sizes)
+    relaxed = len(layer) - int(readout)
+    coupling = sum(layer[1:relaxed])
+    top = layer[-1] if readout else 0
+    start = coupling if options.get("initial_state", "feedforward") == "feedforward" else 0
+    free = options.get("free_steps", 15) * 2 * coupling
+    if rule == "chl":  # clamped phase: the output is held, its coupling runs top-down only
+        clamped = options.get("clamped_steps", 6) * (2 * coupling - layer[-1])
+        prediction = layer[-1]  # logits of the softmax group at the free state
+        return layer[0] + start + free + clamped + prediction + layer[0] + 2 * coupling
+    phases = 2 if options.get("nudging", "symmetric") == "symmetric" else 1
+    nudged = phases * options.get("nudged_steps", 6) * (2 * coupling + 2 * top)
+    updates = layer[0] + 2 * coupling + phases * 2 * top
+    return layer[0] + start + free + nudged + top + updates
+
+
+def pc_macs(sizes: list[int], steps: int) -> int:
+    """Feedforward pass; per step the predictions of layers 2..L and the errors sent down; the
+    weight updates."""
+    layer = products(sizes)
+    return 2 * sum(layer) + steps * 2 * sum(layer[1:])
+
+
+@dataclass
+class Setting:
+    title: str
+    sizes: list[int]
+    activation: str
+    output_activation: str
+    loss: str
+    batch_size: int
+    momentum: float
+    rules: dict[str, tuple[str, dict]]  # label -> (rule name, options)
+    targets: dict[str, float] = field(default_factory=dict)
+    published: dict[str, float] = field(default_factory=dict)
+
+    def arithmetic(self, label: str) -> float:
+        name, options = self.rules[label]
+        if name == "bp":
+            macs = bp_macs(self.sizes)
+        elif name == "pc":
+            macs = pc_macs(self.sizes, options.get("steps", 8))
+        else:
+            readout = name == "ep" and self.loss != "mse"
+            macs = ep_macs(self.sizes, options, readout, name)
+        return macs / bp_macs(self.sizes)
+
+
+LABORIEUX = {
+    "free_steps": 30,
+    "nudged_steps": 10,
+    "nudging": "symmetric",
+    "nudging_strength": 0.1,
+    "feedback_strength": 1.0,
+    "schedule": "synchronous",
+    "initial_state": "zeros",
+}
+SETTINGS = [
+    Setting(
+        title="Laborieux et al. 2021 MNIST setting: 784-512-10 sigmoid, mse, batch 50",
+        sizes=[784, 512, 10],
+        activation="sigmoid",
+        output_activation="sigmoid",
+        loss="mse",
+        batch_size=50,
+        momentum=0.0,
+        rules={"bp": ("bp", {}), "ep T1=30 T2=10 sym": ("ep", LABORIEUX)},
+        targets={"ep T1=30 T2=10 sym": 4.0},
+        published={"ep T1=30 T2=10 sym": 19.0},
+    ),
+    Setting(
+        title="MLP 784-256-256-10 tanh, cross-entropy, batch 128",
+        sizes=[784, 256, 256, 10],
+        activation="tanh",
+        output_activation="identity",
+        loss="cross_entropy",
+        batch_size=128,
+        momentum=0.9,
+        rules={
+            "bp": ("bp", {}),
+            "ep (defaults)": ("ep", {}),
+            "chl (defaults)": ("chl", {}),
+            "pc T=5": ("pc", {"steps": 5}),
+            "pc T=8 (default)": ("pc", {}),
+        },
+        targets={"pc T=5": 3.0},
+    ),
+]
+
+
+def epoch_time(rule, optimiser, batches) -> float:
+    start = time.perf_counter()
+    for x, y in batches:
+        rule.backward(x, y)
+        optimiser.step()
+    return time.perf_counter() - start
+
+
+def measure(setting: Setting, batches_per_epoch: int, repeats: int) -> dict[str, dict]:
+    generator = torch.Generator().manual_seed(0)
+    count = batches_per_epoch * setting.batch_size
+    inputs = torch.rand(count, setting.sizes[0], generator=generator)
+    targets = torch.randint(0, setting.sizes[-1], (count,), generator=generator)
+    size = setting.batch_size
+    batches = [(inputs[i : i + size], targets[i : i + size]) for i in range(0, count, size)]
+    trainers = {}
+    for label, (name, options) in setting.rules.items():
+        torch.manual_seed(0)
+        network = ngrad.mlp(setting.sizes, setting.activation, setting.output_activation)
+        rule = ngrad.make_rule(name, network, setting.loss, **options)
+        optimiser = torch.optim.SGD(rule.parameters(), lr=0.01, momentum=setting.momentum)
+        trainers[label] = (rule, optimiser)
+        epoch_time(rule, optimiser, batches[:3])  # warm-up
+    times: dict[str, list[float]] = {label: [] for label in trainers}
+    for _ in range(repeats):
+        for label, trainer in trainers.items():
+            times[label].append(epoch_time(*trainer, batches))
+    results = {}
+    for label in trainers:
+        ratios = [t / b for t, b in zip(times[label], times["bp"], strict=True)]
+        ratio = statistics.median(ratios)
+        bound = setting.arithmetic(label)
+        results[label] = {
+            "ms_per_batch": 1e3 * statistics.median(times[label]) / len(batches),
+            "time_ratio_to_bp": ratio,
+            "ratio_spread": [min(ratios), max(ratios)],
+            "arithmetic_ratio_to_bp": bound,
+            "time_over_arithmetic": ratio / bound,
+        }
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--batches", type=int, default=40, help="batches per timed epoch")
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+    threads = torch.get_num_threads()
+    print(f"torch {torch.__version__}, {threads} thread(s), {args.batches} batches per epoch, "
+          f"median of {args.repeats} interleaved repeats")  # fmt: skip
+    report = {}
+    for setting in SETTINGS:
+        results = measure(setting, args.batches, args.repeats)
+        report[setting.title] = results
+        print(f"\n{setting.title}")
+        print(f"{'rule':<20} {'ms/batch':>9} {'time/BP':>9} {'(min-max)':>13} {'MACs/BP':>8} "
+              f"{'time/MACs':>9} {'target':>7} {'published':>9}  verdict")  # fmt: skip
+        for label, row in results.items():
+            target = setting.targets.get(label)
+            published = setting.published.get(label)
+            verdict = "-" if target is None else (
+                "meets" if row["time_ratio_to_bp"] <= target else "MISSES")  # fmt: skip
+            low, high = row["ratio_spread"]
+            print(
+                f"{label:<20} {row['ms_per_batch']:>9.2f} {row['time_ratio_to_bp']:>8.2f}x "
+                f"{f'({low:.2f}-{high:.2f})':>13} {row['arithmetic_ratio_to_bp']:>7.2f}x "
+                f"{row['time_over_arithmetic']:>9.2f} {f'{target}x' if target else '':>7} "
+                f"{f'{published}x' if published else '':>9}  {verdict}"
+            )
+    if args.json:
+        with open(args.json, "w") as stream:
+            json.dump(report, stream, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,422 @@
+"""Float64 reference tests of EP, CHL and predictive coding against independent oracles.
+
+Oracles: autograd through the relaxation (BPTT on the primitive Phi, written here from the
+equations, not with the package's dynamics), autograd's backprop, closed forms (the delta rule)
+and an exact quadratic minimisation of PC's free energy on a linear network.
+"""
+
+import itertools
+import math
+
+import pytest
+import torch
+
+import ngrad
+from ngrad.diagnostics import backprop_reference
+from ngrad.errors import ConfigError
+from ngrad.losses import get_loss
+from ngrad.rules.energy import fixed_point_gradient, hopfield_energy, relax
+from ngrad.rules.predictive_coding import (
+    feedforward_state,
+    free_energy,
+    prediction_errors,
+    state_gradients,
+)
+
+SETTLED = {"free_steps": 200, "nudged_steps": 200}
+
+
+def _network(sizes=(10, 8, 7, 3), activation="tanh", seed=3):
+    torch.manual_seed(seed)
+    return ngrad.mlp(list(sizes), activation=activation).double()
+
+
+def _conv_network(seed=3):
+    torch.manual_seed(seed)
+    return ngrad.convnet((1, 6, 6), (2,), num_classes=3, hidden=(5,), activation="tanh").double()
+
+
+def _batch(shape=(10,), n=12, classes=3, seed=5):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn((n, *shape), generator=generator, dtype=torch.float64)
+    return x, torch.randint(0, classes, (n,), generator=generator)
+
+
+def _parameters(network):
+    return [layer.weight for layer in network.layers] + [layer.bias for layer in network.layers]
+
+
+def _grads(network):
+    return [p.grad.clone() for p in _parameters(network)]
+
+
+def _relative_error(actual, expected):
+    num = sum(float((a - e).pow(2).sum()) for a, e in zip(actual, expected, strict=True))
+    return math.sqrt(num / sum(float(e.pow(2).sum()) for e in expected))
+
+
+def _min_cosine(actual, expected):
+    return min(
+        float(a.flatten() @ e.flatten() / (a.norm() * e.norm()))
+        for a, e in zip(actual, expected, strict=True)
+    )
+
+
+def bptt_gradient(network, x, y, loss, readout, gamma, steps=200):
+    """dC(s_T)/dtheta by autograd through T synchronous steps from zero of
+    s_l <- f_l(dPhi/ds_l / gamma^{l-1}), Phi = sum_l gamma^{l-1} s_l . (W_l s_{l-1} + b_l)."""
+    layers = list(network.layers)
+    relaxed = len(layers) - int(readout)
+    with torch.enable_grad():
+        shapes = [a.shape for a in network.trace(x).pre_activations[:relaxed]]
+        states = [torch.zeros(s, dtype=x.dtype, requires_grad=True) for s in shapes]
+        for _ in range(steps):
+            below = [x, *states[:-1]]
+            phi = sum(
+                gamma**i * (states[i] * layers[i].pre_activation(below[i])).sum()
+                for i in range(relaxed)
+            )
+            drives = torch.autograd.grad(phi, states, create_graph=True)
+            states = [layers[i].activation(d / gamma**i) for i, d in enumerate(drives)]
+        output = layers[-1](states[-1]) if readout else states[-1]
+        cost = get_loss(loss)(output, y)
+        return list(torch.autograd.grad(cost, _parameters(network)))
+
+
+# ---------------------------------------------------------------- equilibrium propagation ----
+
+
+@pytest.mark.parametrize(
+    ("loss", "gamma"), [("cross_entropy", 1.0), ("mse", 1.0), ("cross_entropy", 0.25), ("mse", 0.5)]
+)
+def test_ep_update_converges_to_the_bptt_gradient_as_beta_shrinks(loss, gamma):
+    network = _network()
+    x, y = _batch()
+    oracle = bptt_gradient(network, x, y, loss, loss != "mse", gamma)
+    errors = {}
+    for nudging in ("symmetric", "one_sided"):
+        for beta in (1e-1, 1e-2, 1e-3):
+            rule = ngrad.make_rule(
+                "ep", network, loss, nudging_strength=beta, nudging=nudging,
+                feedback_strength=gamma, **SETTLED,
+            )  # fmt: skip
+            rule.backward(x, y)
+            errors[nudging, beta] = _relative_error(_grads(network), oracle)
+            if beta == 1e-3:
+                assert _min_cosine(_grads(network), oracle) > 0.999
+    # symmetric nudging: error O(beta^2), one-sided: O(beta)
+    for coarse, fine in ((1e-1, 1e-2), (1e-2, 1e-3)):
+        assert errors["symmetric", fine] < errors["symmetric", coarse] / 50
+        assert errors["one_sided", fine] < errors["one_sided", coarse] / 5
+    assert errors["symmetric", 1e-3] < 1e-4
+
+
+@pytest.mark.parametrize(("loss", "gamma"), [("cross_entropy", 1.0), ("mse", 0.25)])
+def test_implicit_fixed_point_gradient_equals_bptt(loss, gamma):
+    network = _network()
+    x, y = _batch()
+    rule = ngrad.make_rule("ep", network, loss, feedback_strength=gamma, **SETTLED)
+    states = rule.free_phase(rule.input_drive(x)).states
+    weights, biases = rule.fixed_point_gradients(x, y, states)
+    oracle = bptt_gradient(network, x, y, loss, loss != "mse", gamma)
+    assert _relative_error([*weights, *biases], oracle) < 1e-9
+
+
+def test_ep_on_a_convolutional_network_matches_the_bptt_gradient():
+    network = _conv_network()
+    x, y = _batch((1, 6, 6))
+    rule = ngrad.make_rule("ep", network, nudging_strength=1e-3, feedback_strength=0.5, **SETTLED)
+    rule.backward(x, y)
+    oracle = bptt_gradient(network, x, y, "cross_entropy", True, 0.5)
+    assert _relative_error(_grads(network), oracle) < 1e-5
+
+
+def test_ep_layer_errors_are_the_adjoint_of_the_fixed_point():
+    """-(s+ - s-) / (2 beta N), scaled, estimates v = H^{-1} dC/ds (the error angles use it)."""
+    network = _network()
+    x, y = _batch()
+    rule = ngrad.make_rule("ep", network, "mse", nudging_strength=1e-4, feedback_strength=1.0,
+                           **SETTLED)  # fmt: skip
+    record = rule.backward(x, y)
+    states = rule.free_phase(rule.input_drive(x)).states
+    cost = [torch.zeros_like(s) for s in states]
+    cost[-1] = (states[-1] - torch.nn.functional.one_hot(y, 3).double()) / x.shape[0]
+    adjoint, _, _ = fixed_point_gradient(network, x, states, cost, 1.0)
+    assert _relative_error(list(record.layer_errors), adjoint) < 1e-6
+
+
+def test_ep_predicts_from_the_free_fixed_point_and_tends_to_feedforward_as_gamma_vanishes():
+    network = _network()
+    x, y = _batch()
+    rule = ngrad.make_rule("ep", network, feedback_strength=1.0, **SETTLED)
+    record = rule.backward(x, y)
+    torch.testing.assert_close(rule(x), record.output, rtol=0, atol=0)
+    assert (rule(x) - network(x)).abs().max() > 1e-2  # feedback moves the fixed point
+    weak = ngrad.make_rule("ep", network, feedback_strength=1e-7, **SETTLED)
+    torch.testing.assert_close(weak(x), network(x), rtol=0, atol=1e-5)
+    shallow = _network(sizes=(10, 8, 3))  # readout on one hidden layer: no feedback at all
+    torch.testing.assert_close(ngrad.make_rule("ep", shallow)(x), shallow(x), rtol=0, atol=1e-14)
+
+
+# ---------------------------------------------------------------- the free phase ----------
+
+
+@pytest.mark.parametrize(
+    ("rule_name", "activation", "loss"),
+    [
+        ("ep", "tanh", "mse"),
+        ("ep", "sigmoid", "cross_entropy"),
+        ("ep", "relu", "mse"),
+        ("chl", "tanh", "cross_entropy"),  # softmax output group
+        ("chl", "sigmoid", "bce"),  # sigmoid output units
+    ],
+)
+def test_alternating_relaxation_never_raises_the_energy_and_settles(rule_name, activation, loss):
+    network = _network(sizes=(10, 12, 12, 3), activation=activation)
+    x, _ = _batch(n=20)
+    rule = ngrad.make_rule(rule_name, network, loss, feedback_strength=0.5, free_steps=1)
+    units = rule.unit_activations()
+    drive = rule.input_drive(x)
+    states = rule.initial_states(drive)
+    energies = [hopfield_energy(network, x, states, 0.5, units)]
+    for _ in range(120):
+        states = relax(network, drive, states, 1, rule.free_update(), 0.5).states
+        energies.append(hopfield_energy(network, x, states, 0.5, units))
+    rises = torch.stack([b - a for a, b in itertools.pairwise(energies)])
+    assert float(rises.max()) <= 1e-12 * float(energies[0].abs().max())
+    assert float(energies[0].mean() - energies[-1].mean()) > 1e-3  # it did relax
+    settled = relax(network, drive, states, 1, rule.free_update(), 0.5)
+    assert settled.residual < 1e-10
+    synchronous = relax(network, drive, rule.initial_states(drive), 400, rule.free_update(), 0.5,
+                        "synchronous")  # fmt: skip
+    for a, b in zip(synchronous.states, settled.states, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-9)
+
+
+def test_tolerance_stops_a_phase_once_it_has_settled():
+    network = _network()
+    x, y = _batch()
+    rule = ngrad.make_rule("ep", network, free_steps=500, nudged_steps=500, tolerance=1e-9)
+    record = rule.backward(x, y)
+    assert 5 < record.scalars["free_steps_used"] < 500
+    assert record.scalars["free_residual"] <= 1e-9
+    assert record.scalars["nudged_residual"] <= 1e-9
+
+
+def test_ep_diagnose_reports_energy_residual_and_angle_to_the_fixed_point_gradient():
+    network = _network()
+    x, y = _batch()
+    rule = ngrad.make_rule("ep", network, nudging_strength=1e-3, **SETTLED)
+    report = rule.diagnose(x, y)
+    energy = report["energy_by_step"]
+    assert len(energy) == 201 and all(b <= a + 1e-12 for a, b in itertools.pairwise(energy))
+    assert report["residual_by_step"][-1] < 1e-10
+    assert max(report["angle_to_fixed_point_gradient_deg_by_layer"]) < 0.1
+    assert len(report["fixed_point_gradient_angle_to_bp_deg_by_layer"]) == 3
+
+
+# ---------------------------------------------------------------- contrastive Hebbian -----
+
+
+@pytest.mark.parametrize("gamma", [1.0, 0.25])
+def test_beta_times_ep_tends_to_chl_as_nudging_grows(gamma):
+    network = _network()
+    x, y = _batch()
+    chl = ngrad.make_rule("chl", network, "mse", feedback_strength=gamma, free_steps=200,
+                          clamped_steps=200)  # fmt: skip
+    chl.backward(x, y)
+    expected = _grads(network)
+    errors = []
+    for beta in (1e1, 1e2, 1e3, 1e4):
+        ep = ngrad.make_rule("ep", network, "mse", nudging_strength=beta, nudging="one_sided",
+                             feedback_strength=gamma, **SETTLED)  # fmt: skip
+        ep.backward(x, y)
+        errors.append(_relative_error([beta * g for g in _grads(network)], expected))
+    for coarse, fine in itertools.pairwise(errors):
+        assert fine < 0.15 * coarse  # O(1 / beta)
+    assert errors[-1] < 1e-3
+
+
+@pytest.mark.parametrize("loss", ["mse", "cross_entropy", "bce"])
+@pytest.mark.parametrize("update", ["chl", "generec"])
+def test_chl_on_one_layer_is_the_gradient_of_the_loss(loss, update):
+    """Output units with the loss's link (linear, softmax, sigmoid) clamped to the target: the
+    contrast (y - s^-) x^T is the delta rule, -dL/dW."""
+    network = _network(sizes=(10, 3), activation="tanh")
+    x, y = _batch()
+    rule = ngrad.make_rule("chl", network, loss, update=update)
+    record = rule.backward(x, y)
+    reference = backprop_reference(network, rule.loss, x, y)
+    torch.testing.assert_close(network.layers[0].weight.grad, reference.weight_gradients[0],
+                               rtol=1e-12, atol=1e-14)  # fmt: skip
+    torch.testing.assert_close(record.output, network(x), rtol=0, atol=1e-14)
+
+
+def test_generec_uses_the_minus_phase_presynaptic_activity():
+    network = _network()
+    x, y = _batch()
+    rule = ngrad.make_rule("chl", network, update="generec", feedback_strength=0.5)
+    rule.backward(x, y)
+    drive = rule.input_drive(x)
+    free = rule.free_phase(drive).states
+    clamped = rule.clamped_phase(drive, free, y).states
+    below = [x, *free[:-1]]
+    for index, layer in enumerate(network.layers):
+        scale = 0.5 ** (index - 2) / x.shape[0]
+        expected = -scale * (clamped[index] - free[index]).t() @ below[index]
+        torch.testing.assert_close(layer.weight.grad, expected, rtol=1e-12, atol=1e-15)
+
+
+def test_weak_feedback_chl_approaches_backprop():
+    """Xie & Seung (2003): as gamma -> 0 the normalised CHL update tends to BP's gradient."""
+    network = _network()
+    x, y = _batch()
+    reference = backprop_reference(network, get_loss("cross_entropy"), x, y).weight_gradients
+    angles = []
+    for gamma in (0.1, 0.01):
+        rule = ngrad.make_rule("chl", network, feedback_strength=gamma, free_steps=100,
+                               clamped_steps=100)  # fmt: skip
+        rule.backward(x, y)
+        updates = [layer.weight.grad for layer in network.layers]
+        angles.append(math.degrees(math.acos(min(1.0, _min_cosine(updates, reference)))))
+    assert angles[1] < angles[0] / 5 and angles[1] < 1.0
+
+
+# ---------------------------------------------------------------- predictive coding -------
+
+
+def _exact_linear_equilibrium(network, x, y, clamping):
+    """Minimise PC's quadratic free energy of one sample at a time exactly (autograd Hessian)."""
+    layers = list(network.layers)
+    trace = network.trace(x)
+    errors_by_sample = []
+    for n in range(x.shape[0]):
+        start = torch.cat([a[n] for a in trace.pre_activations[:-1]])
+        sizes = [a.shape[1] for a in trace.pre_activations[:-1]]
+        goal = torch.nn.functional.one_hot(y[n], 3).double()
+
+        def energy(flat, n=n, sizes=sizes, goal=goal):
+            values = list(torch.split(flat, sizes))
+            below = [x[n], *values]
+            hidden = sum(
+                0.5 * (values[i] - layers[i].weight @ below[i] - layers[i].bias).pow(2).sum()
+                for i in range(len(values))
+            )
+            top = layers[-1].weight @ below[-1] + layers[-1].bias
+            return hidden + clamping * 0.5 * (top - goal).pow(2).sum()
+
+        with torch.enable_grad():
+            gradient = torch.autograd.functional.jacobian(energy, start)
+            hessian = torch.autograd.functional.hessian(energy, start)
+        settled = start - torch.linalg.solve(hessian, gradient)
+        values = list(torch.split(settled, sizes))
+        below = [x[n], *values]
+        errors = [
+            values[i] - layers[i].weight @ below[i] - layers[i].bias for i in range(len(values))
+        ]
+        errors.append(clamping * (goal - layers[-1].weight @ below[-1] - layers[-1].bias))
+        errors_by_sample.append(errors)
+    return [torch.stack(e) for e in zip(*errors_by_sample, strict=True)]
+
+
+@pytest.mark.parametrize("clamping", [1.0, 0.1])
+def test_pc_settles_to_the_exact_equilibrium_of_a_linear_network(clamping):
+    network = _network(sizes=(10, 8, 7, 3), activation="identity")
+    x, y = _batch(n=6)
+    rule = ngrad.make_rule("pc", network, "mse", steps=800, inference_rate=0.3,
+                           output_clamping=clamping)  # fmt: skip
+    _, visited = rule.infer(x, y)
+    expected = _exact_linear_equilibrium(network, x, y, clamping)
+    for actual, wanted in zip(visited[-1].errors, expected, strict=True):
+        torch.testing.assert_close(actual, wanted, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["dense", "conv"])
+@pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
+def test_pc_with_weak_output_clamping_approaches_backprop(kind, loss):
+    network = _network() if kind == "dense" else _conv_network()
+    x, y = _batch() if kind == "dense" else _batch((1, 6, 6))
+    reference = backprop_reference(network, get_loss(loss), x, y)
+    errors = []
+    for clamping in (1e-1, 1e-2, 1e-3):
+        rule = ngrad.make_rule("pc", network, loss, steps=300, inference_rate=0.3,
+                               output_clamping=clamping)  # fmt: skip
+        rule.backward(x, y)
+        errors.append(_relative_error(_grads(network)[: len(network.layers)],
+                                      reference.weight_gradients))  # fmt: skip
+    assert _min_cosine(_grads(network)[: len(network.layers)], reference.weight_gradients) > 0.999
+    for coarse, fine in itertools.pairwise(errors):
+        assert fine < 0.15 * coarse  # O(gamma)
+
+
+def test_pc_without_inference_updates_only_the_output_layer_as_bp_does():
+    network = _network()
+    x, y = _batch()
+    rule = ngrad.make_rule("pc", network, steps=0)
+    record = rule.backward(x, y)
+    reference = backprop_reference(network, rule.loss, x, y)
+    torch.testing.assert_close(network.layers[-1].weight.grad, reference.weight_gradients[-1],
+                               rtol=1e-12, atol=1e-15)  # fmt: skip
+    for layer in network.layers[:-1]:
+        assert float(layer.weight.grad.abs().max()) == 0.0
+    torch.testing.assert_close(record.output, network(x), rtol=0, atol=0)  # feedforward prediction
+
+
+def test_pc_default_inference_lowers_the_free_energy_at_every_step():
+    network = _network()
+    x, y = _batch()
+    report = ngrad.make_rule("pc", network).diagnose(x, y)
+    energy = report["energy_by_step"]
+    assert len(energy) == 9 and report["steps_used"] == 8
+    assert all(b < a for a, b in itertools.pairwise(energy))
+
+
+def test_pc_backtracking_stops_an_inference_rate_beyond_the_curvature_from_raising_f():
+    network = _network()
+    x, y = _batch()
+    rule = ngrad.make_rule("pc", network, steps=6, inference_rate=3.0)
+    trace = network.trace(x)
+    start = feedforward_state(network, trace, rule.loss, y, 1.0)
+    plain = [
+        v - 3.0 * g for v, g in zip(start.values, state_gradients(network, start), strict=True)
+    ]
+    after = prediction_errors(network, rule.loss, trace.pre_activations[0], plain, y, 1.0)
+    energy = free_energy(start, network, rule.loss, y, 1.0)
+    assert free_energy(after, network, rule.loss, y, 1.0) > energy  # plain descent overshoots
+    _, visited = rule.infer(x, y)
+    energies = [free_energy(s, network, rule.loss, y, 1.0) for s in visited]
+    assert rule.rate_halvings > 0
+    assert all(b <= a for a, b in itertools.pairwise(energies)) and energies[-1] < energies[0]
+
+
+# ---------------------------------------------------------------- options -----------------
+
+
+@pytest.mark.parametrize(
+    ("rule_name", "options", "fragment"),
+    [
+        ("ep", {"nudging_strength": 0.0}, "nudging_strength"),
+        ("ep", {"feedback_strength": 1.5}, "feedback_strength"),
+        ("ep", {"free_steps": 0}, "free_steps"),
+        ("ep", {"nudging": "both"}, "nudging"),
+        ("ep", {"schedule": "random"}, "schedule"),
+        ("chl", {"update": "hebb"}, "update"),
+        ("chl", {"clamped_steps": 0}, "clamped_steps"),
+        ("pc", {"inference_rate": 0.0}, "inference_rate"),
+        ("pc", {"output_clamping": -1.0}, "output_clamping"),
+        ("pc", {"steps": -1}, "steps"),
+    ],
+)
+def test_bad_options_are_named(rule_name, options, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        ngrad.make_rule(rule_name, _network(), **options)
+
+
+def test_ep_refuses_settings_without_a_nudged_minimum():
+    with pytest.raises(ConfigError, match="nudging_strength < 1"):
+        ngrad.make_rule("ep", _network(), "mse", nudging_strength=1.5)
+    with pytest.raises(ConfigError, match="hidden layer"):
+        ngrad.make_rule("ep", _network(sizes=(10, 3)))
+    assert not ngrad.rules.get_rule_class("ep").supports(_network(activation="gelu"))
+    with pytest.raises(ConfigError, match="layer 1's activation 'gelu' has no Hopfield energy"):
+        ngrad.make_rule("chl", _network(activation="gelu"))
