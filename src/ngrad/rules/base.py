@@ -36,9 +36,10 @@ class StepRecord:
 
     ``layer_errors[i]`` is the error signal the rule delivered to layer i's pre-activation (its
     estimate of dL/da_i), where the rule forms one. ``scalars`` holds rule-specific numbers and
-    ``series`` rule-specific sequences, both logged by the trainer as they are cheap to produce:
-    name a per-layer list ``<quantity>_by_layer`` and a per-relaxation-step one
-    ``<quantity>_by_step`` and ``ngrad train`` plots it.
+    ``series`` rule-specific sequences; the trainer logs those of one step on the diagnostics
+    batch each epoch (taken on a copy of the rule), so keep them cheap: name a per-layer list
+    ``<quantity>_by_layer`` and a per-relaxation-step one ``<quantity>_by_step`` and
+    ``ngrad train`` plots it.
     """
 
     loss: Tensor
