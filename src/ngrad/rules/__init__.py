@@ -9,7 +9,9 @@ from ngrad.losses import Loss
 from ngrad.network import Network
 from ngrad.rules.backprop import Backprop
 from ngrad.rules.base import FeedbackPair, LearningRule, StepRecord
+from ngrad.rules.burstprop import Burstprop
 from ngrad.rules.contrastive_hebbian import ContrastiveHebbian
+from ngrad.rules.dendritic_microcircuit import DendriticMicrocircuit
 from ngrad.rules.difference_target_propagation import DifferenceTargetPropagation
 from ngrad.rules.direct_difference_target_propagation import DirectDifferenceTargetPropagation
 from ngrad.rules.direct_feedback_alignment import DirectFeedbackAlignment
@@ -18,6 +20,7 @@ from ngrad.rules.feedback_alignment import FeedbackAlignment
 from ngrad.rules.kolen_pollack import KolenPollack
 from ngrad.rules.local_difference_reconstruction import LocalDifferenceReconstruction
 from ngrad.rules.predictive_coding import PredictiveCoding
+from ngrad.rules.segregated_dendrites import SegregatedDendrites
 from ngrad.rules.sign_symmetry import (
     BatchRandomSignSymmetry,
     FixedRandomSignSymmetry,
@@ -54,6 +57,9 @@ REGISTRY: dict[str, type[LearningRule]] = {
         EquilibriumPropagation,
         ContrastiveHebbian,
         PredictiveCoding,
+        DendriticMicrocircuit,
+        Burstprop,
+        SegregatedDendrites,
     )
 }
 

@@ -1,0 +1,227 @@
+"""Float64 reference tests of the compartmental rules against autograd and closed forms."""
+
+import pytest
+import torch
+
+import ngrad
+from ngrad.checks import bp_gradients, dense_network, max_relative_error, random_batch
+from ngrad.checks.compartmental import (
+    closed_form_segregated_updates,
+    hidden_activity_gradients,
+    make_feedback_symmetric,
+)
+from ngrad.diagnostics import backprop_reference
+from ngrad.errors import ConfigError
+from ngrad.rules.burstprop import SIGMOID_SLOPE_AT_ZERO
+from ngrad.rules.compartments import teacher_potential
+
+DEEP = (12, 10, 9, 4)
+COMPARTMENTAL = ["microcircuit", "burstprop", "segregated"]
+
+
+def _updates(rule):
+    return [layer.weight.grad.clone() for layer in rule.network.layers]
+
+
+# -- dendritic microcircuit ------------------------------------------------------------------------
+def test_self_predicting_circuit_without_teacher_is_the_feedforward_pass():
+    network = dense_network(sizes=DEEP)
+    x, y = random_batch((12,), 4)
+    rule = ngrad.make_rule("microcircuit", network)  # self-predicting by default
+    trace = rule.compartment_trace(x, y)
+    forward_steps = rule.options.forward_steps
+    reference = network.trace(x)
+    for index, layer in enumerate(trace.layers):
+        soma = layer["soma"][:forward_steps]
+        expected = reference.pre_activations[index].expand_as(soma)
+        torch.testing.assert_close(soma, expected, rtol=0, atol=1e-12)
+        if "apical" in layer:
+            assert layer["apical"][:forward_steps].abs().max() < 1e-12
+    series = rule.pretrain(x)  # no teacher: every plastic synapse is silent
+    assert max(series["apical_potential_by_layer"]) < 1e-12
+    for parameter in rule.parameters():
+        assert parameter.grad.abs().max() < 1e-12
+
+
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid"])
+def test_microcircuit_weak_nudging_limit_is_backprop(activation):
+    """Self-predicting, B := W_{l+1}, g_som -> 0: f(u_l) - f(v^_B,l) = -lambda_out N c^{L-l} delta_l
+    with c = g_A / (g_lk + g_B + g_A) (1 - lambda_I), so the update divided by c^{L-l} (every
+    layer compensated) is BP's gradient; interneurons copy the upper layer's update."""
+    network = dense_network(sizes=DEEP, activation=activation)
+    x, y = random_batch((12,), 4)
+    rule = ngrad.make_rule(
+        "microcircuit", network, g_soma=1e-3, teaching_steps=40, depth_compensation="all"
+    )
+    make_feedback_symmetric(rule)
+    rule.make_self_predicting()
+    rule.backward(x, y)
+    reference = backprop_reference(network, rule.loss, x, y)
+    assert max_relative_error(_updates(rule), reference.weight_gradients) < 2e-3
+    # the error each layer's mismatch carries, f(u_l) - f(v^_B,l) / (-lambda_out N c^{L-l})
+    errors = rule.backward(x, y).layer_errors
+    assert max_relative_error(list(errors), reference.errors) < 2e-3
+    for index, interneuron in enumerate(rule.pyramid_to_interneuron):
+        upper = network.layers[index + 1].weight.grad
+        assert max_relative_error([interneuron.grad], [upper]) < 1e-3
+    # interneuron -> pyramid synapses see no apical mismatch in the forward phase
+    assert all(p.grad.abs().max() < 1e-12 for p in rule.interneuron_to_pyramid)
+
+
+def test_microcircuit_learned_top_down_predicts_the_lower_soma():
+    """Delta B_l ~ (f(u_l) - f(r_{l+1} B_l)) r_{l+1}^T, read in the forward phase, with the
+    normalised least-squares step top_down_rate / (N (1 + mean |r_{l+1}|^2))."""
+    network = dense_network(sizes=DEEP)
+    x, y = random_batch((12,), 4)
+    rule = ngrad.make_rule("microcircuit", network, top_down="learned")
+    assert any(p is rule.top_down[0] for p in rule.feedback_parameters())
+    rule.backward(x, y)
+    with torch.no_grad():  # self-predicting: the forward phase rests at the feedforward pass
+        trace = network.trace(x)
+    for index, top_down in enumerate(rule.top_down):
+        lower, upper = trace.activities[index + 1], trace.activities[index + 2]
+        activation = network.layers[index].activation
+        power = 1 + upper.pow(2).sum(dim=1).mean()
+        step = rule.options.top_down_rate / (x.shape[0] * power)
+        expected = -upper.t() @ (lower - activation(upper @ top_down)) * step
+        torch.testing.assert_close(top_down.grad, expected, rtol=1e-10, atol=1e-14)
+
+
+def test_microcircuit_apical_error_survives_a_random_interneuron_start_after_pretraining():
+    network = dense_network(sizes=DEEP)
+    rule = ngrad.make_rule("microcircuit", network)
+    rule.randomise_interneurons()
+    x, _ = random_batch((12,), 4, n=32)
+    before = max(rule.pretrain(x)["apical_potential_by_layer"])
+    assert before > 0.05  # far from the self-predicting state
+    rule.make_self_predicting()
+    assert max(rule.pretrain(x)["apical_potential_by_layer"]) < 1e-12
+
+
+# -- burstprop -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid"])
+def test_burstprop_update_in_closed_form(activation):
+    """One hidden layer: Delta b_1 = rho (sigma(g Y b^t) - sigma(g Y b_bar)), from the forward
+    pass by hand; update_1 = -Delta b_1 x^T / (p_bar N sigma'(0) / span), output = BP."""
+    network = dense_network(sizes=(12, 24, 4), activation=activation)
+    x, y = random_batch((12,), 4)
+    rule = ngrad.make_rule("burstprop", network, baseline_burst_probability=0.3)
+    rule.backward(x, y)
+    kappa, span = (2.0, 2.0) if activation == "tanh" else (1.0, 1.0)
+    with torch.no_grad():
+        trace = network.trace(x)
+        rate = torch.sigmoid(kappa * trace.pre_activations[0])
+        gain = kappa * (1 - rate)
+        feedback = rule.feedback_matrices()[0]
+        logits = trace.output
+        taught = 0.3 * teacher_potential(rule.loss, logits, y)
+        change = rate * (
+            torch.sigmoid(gain * (taught @ feedback))
+            - torch.sigmoid(gain * (0.3 * logits @ feedback))
+        )
+        scale = 0.3 * x.shape[0] * SIGMOID_SLOPE_AT_ZERO / span
+        expected_hidden = -change.t() @ x / scale
+    reference = bp_gradients(network, x, y).weight_gradients
+    assert max_relative_error(_updates(rule), [expected_hidden, reference[1]]) < 1e-12
+
+
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid"])
+def test_burstprop_small_burst_baseline_with_symmetric_feedback_is_backprop(activation):
+    """p_bar -> 0 keeps the hidden layer's apical input in the sigmoid's linear range:
+    burstprop -> BP. (Deeper layers receive the burst rates p rho of hidden layers, p ~ 1/2, not
+    small: there the sigmoid's curvature bends the update by a fraction of a degree.)"""
+    network = dense_network(sizes=(12, 24, 4), activation=activation)
+    x, y = random_batch((12,), 4)
+    rule = ngrad.make_rule("burstprop", network, baseline_burst_probability=1e-4)
+    make_feedback_symmetric(rule)
+    rule.backward(x, y)
+    reference = bp_gradients(network, x, y).weight_gradients
+    assert max_relative_error(_updates(rule), reference) < 1e-3
+
+
+def test_burst_deviation_sign_follows_the_negative_gradient_exactly_for_one_hidden_layer():
+    network = dense_network(sizes=(12, 24, 4))
+    x, y = random_batch((12,), 4, n=64)
+    rule = ngrad.make_rule("burstprop", network)
+    make_feedback_symmetric(rule)
+    (deviation,) = rule.burst_probability_deviation(x, y)
+    (gradient,) = hidden_activity_gradients(network, rule.loss, x, y)
+    assert torch.equal(torch.sign(deviation), torch.sign(-gradient))
+
+
+# -- segregated dendrites --------------------------------------------------------------------------
+def test_segregated_hidden_update_is_the_gradient_of_the_local_plateau_loss():
+    """Autograd oracle: L = |f(a) + alpha^t - alpha^f - f(W x + b)|^2 / 2, target fixed;
+    update = dL/dW / (lambda N sigma'(0)); the phase averages match the steady state."""
+    network = dense_network(sizes=(12, 24, 4))
+    x, y = random_batch((12,), 4)
+    rule = ngrad.make_rule(
+        "segregated", network, forward_steps=30, target_steps=30, plateau_window=5
+    )
+    forward, target = rule.phase_averages(x, y)
+    rule.backward(x, y)
+    hidden = network.layers[0]
+    with torch.enable_grad():
+        activity = hidden(x)
+        wanted = (activity + target.plateau[0] - forward.plateau[0]).detach()
+        local_loss = 0.5 * (wanted - activity).pow(2).sum()
+        (gradient,) = torch.autograd.grad(local_loss, hidden.weight)
+    o = rule.options
+    nudge = o.g_soma / (o.g_leak + o.g_dendrite + o.g_soma)
+    expected = gradient / (nudge * x.shape[0] * SIGMOID_SLOPE_AT_ZERO)
+    torch.testing.assert_close(hidden.weight.grad, expected, rtol=1e-9, atol=1e-14)
+    expected_updates = closed_form_segregated_updates(rule, x, y)
+    assert max_relative_error(_updates(rule), expected_updates) < 1e-9
+    torch.testing.assert_close(forward.soma[0], network.trace(x).pre_activations[0])
+
+
+def test_segregated_apical_is_segregated_from_the_soma():
+    """Hidden somata do not move in the target phase; the apical follows the taught output."""
+    network = dense_network(sizes=DEEP)
+    x, y = random_batch((12,), 4)
+    rule = ngrad.make_rule("segregated", network)
+    trace = rule.compartment_trace(x, y)
+    for layer in trace.layers[:-1]:
+        assert torch.equal(layer["soma"][0].expand_as(layer["soma"]), layer["soma"])
+    output = trace.layers[-1]["soma"]
+    for layer, block in zip(trace.layers[:-1], rule.feedback_blocks(), strict=True):
+        torch.testing.assert_close(layer["apical"], output @ block, rtol=1e-12, atol=1e-14)
+    assert not torch.allclose(output[-1], output[0])  # the teacher moved the output
+
+
+# -- shared ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("rule_name", COMPARTMENTAL)
+def test_trace_covers_both_phases_and_series_name_layers(rule_name):
+    network = dense_network(sizes=DEEP)
+    x, y = random_batch((12,), 4, n=5)
+    rule = ngrad.make_rule(rule_name, network)
+    trace = rule.compartment_trace(x, y)
+    assert trace.phases[0][0] == "forward" and len(trace.phases) == 2
+    assert len(trace.layers) == len(network.layers)
+    for index, layer in enumerate(trace.layers):
+        assert "basal" in layer and len(layer) >= 2
+        for name, values in layer.items():
+            width = network.layers[index + (name == "interneuron")].out_features
+            assert values.shape == (trace.steps, 5, width), name
+        assert ("apical" in layer) == (index < len(trace.layers) - 1)
+    record = rule.backward(x, y)
+    assert record.series and all(key.endswith("_by_layer") for key in record.series)
+    assert all(len(values) == len(network.layers) - 1 for values in record.series.values())
+    assert len(record.layer_errors) == len(network.layers)
+
+
+@pytest.mark.parametrize("rule_name", COMPARTMENTAL)
+def test_unsupported_networks_and_bad_options_are_refused(rule_name):
+    convolutional = ngrad.convnet((1, 6, 6), (2,), num_classes=3).double()
+    with pytest.raises(ConfigError, match="cannot train"):
+        ngrad.make_rule(rule_name, convolutional)
+    with pytest.raises(ConfigError, match="no option 'bogus'"):
+        ngrad.make_rule(rule_name, dense_network(sizes=DEEP), bogus=1)
+
+
+def test_burstprop_needs_bounded_positive_event_rates():
+    assert not ngrad.make_rule.__globals__["get_rule_class"]("burstprop").supports(
+        dense_network(sizes=DEEP, activation="relu")
+    )
+    with pytest.raises(ConfigError, match="baseline_burst_probability"):
+        ngrad.make_rule("burstprop", dense_network(sizes=DEEP), baseline_burst_probability=1.5)
