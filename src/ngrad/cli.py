@@ -231,6 +231,12 @@ def command_check(args: argparse.Namespace) -> int:
     return EXIT_FAILURE if failures else 0
 
 
+def command_inspect(args: argparse.Namespace) -> int:
+    from ngrad.inspect_neuron import command_inspect as inspect
+
+    return inspect(args)
+
+
 def command_similarity(args: argparse.Namespace) -> int:
     from ngrad.similarity_command import command_similarity as similarity
 
@@ -242,7 +248,7 @@ COMMANDS = {
     "train": command_train,
     "compare": command_compare,
     "check": command_check,
-    "inspect": lambda a: __import__("ngrad.inspect_neuron", fromlist=["_"]).command_inspect(a),
+    "inspect": command_inspect,
     "similarity": command_similarity,
 }
 

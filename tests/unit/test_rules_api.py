@@ -58,7 +58,7 @@ def test_every_rule_fills_every_trained_grad_and_trains(name, optimiser):
     x, y = _data(64)
     opt = optimiser(rule.parameters(), lr=0.02)
     first = None
-    for _ in range(60):
+    for _ in range(150):
         record = rule.backward(x, y)
         for parameter in rule.parameters():
             assert parameter.grad is not None
@@ -66,7 +66,7 @@ def test_every_rule_fills_every_trained_grad_and_trains(name, optimiser):
         opt.step()
         first = float(record.loss) if first is None else first
     assert record.output.shape[0] == 64
-    assert float(record.loss) < 0.8 * first, f"{name} did not learn"
+    assert float(record.loss) < 0.75 * first, f"{name} did not learn"
 
 
 @pytest.mark.parametrize("name", list(REGISTRY))

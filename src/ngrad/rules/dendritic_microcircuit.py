@@ -44,14 +44,14 @@ pass is the circuit's forward state in the self-predicting state, and ``forward`
 Updates are divided by lambda_out N, which makes the output layer's BP's gradient; a hidden layer's
 mismatch is then c^{L-l} times BP's (c = 0.245 with the paper's conductances), and
 ``depth_compensation`` says which layers also divide by c^{L-l}, the layer-specific learning rate
-that makes them BP-sized (the paper tuned rates per layer): "first_layer" (default), "all" or
-"none". Interneurons that predict layer l + 1 are divided by lambda_I times that layer's factor, so
+that makes them BP-sized (the paper tuned rates per layer): "none" (default), "first_layer" or
+"all". Interneurons that predict layer l + 1 are divided by lambda_I times that layer's factor, so
 that, nudged by the same teacher, they take the same step as the synapses they predict; their
 tracking of the forward weights then also runs at that rate. Compensating a layer that interneurons
 predict (l >= 2) pushes their least-squares tracking past stability ("all" diverged on 2 of 3
 digits seeds at lr 0.05, momentum 0.9); the first hidden layer is predicted by no interneuron, so
 its rate is free. On MNIST 784-500-500-10 even "first_layer" diverged after ~300 steps at that
-learning rate: use "none" there (``benchmarks/reproduce_compartmental.py``).
+learning rate, hence the default "none": stable, with the hidden layers learning more slowly.
 
 Interneuron -> pyramid synapses learn as a normalised least-squares filter (step / (1 + mean
 |r^I|^2), ngrad's choice: the paper hand-tuned one rate per population). Interneuron synapses are
@@ -111,7 +111,7 @@ class MicrocircuitOptions:
     init: Literal["pytorch", "xavier", "kaiming", "gaussian"] = "pytorch"  # of B
     interneuron_rate: float = 1.0  # interneuron learning rate relative to the optimiser's
     top_down_rate: float = 0.01  # learned top-down (NLMS) rate relative to the optimiser's
-    depth_compensation: Literal["none", "first_layer", "all"] = "first_layer"
+    depth_compensation: Literal["none", "first_layer", "all"] = "none"
 
     def __post_init__(self) -> None:
         positive = ("g_basal", "g_apical", "g_dendrite", "g_soma", "dt", "interneuron_rate")
