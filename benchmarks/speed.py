@@ -35,7 +35,7 @@ def epoch_time(rule, optimiser, batches) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rules", default=",".join(ngrad.available_rules()))
+    parser.add_argument("--rules", default="fa,dfa,usf,brsf,frsf,kp,wm")
     parser.add_argument("--samples", type=int, default=12800)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=7)
