@@ -43,7 +43,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from ngrad.network import ForwardTrace, Network, random_like
+from ngrad.network import ForwardTrace, Network
 from ngrad.rules.base import FeedbackPair, LearningRule, StepRecord, assign_gradient
 from ngrad.rules.compartments import (
     CompartmentTrace,
@@ -51,6 +51,7 @@ from ngrad.rules.compartments import (
     root_mean_square,
     teacher_potential,
 )
+from ngrad.rules.layerwise import register_random_feedback, registered_feedback
 
 __all__ = ["Burstprop", "event_rate_slope"]
 
@@ -96,10 +97,7 @@ class Burstprop(LearningRule):
 
     def __init__(self, network: Network, loss="cross_entropy", **options) -> None:
         super().__init__(network, loss, **options)
-        for index, layer in enumerate(network.layers):
-            if index > 0:
-                feedback = random_like(layer.weight.detach(), self.options.init, self.options.scale)
-                self.register_buffer(f"feedback_{index}", feedback)
+        register_random_feedback(self, network, self.options.init, self.options.scale)
 
     @classmethod
     def supports(cls, network: Network) -> bool:
@@ -109,7 +107,7 @@ class Burstprop(LearningRule):
 
     def feedback_matrices(self) -> list[Tensor]:
         """Y_l in W_{l+1}'s orientation (apical input = b_{l+1} @ Y), l = 1..L-1."""
-        return [getattr(self, f"feedback_{i}") for i in range(1, len(self.network.layers))]
+        return registered_feedback(self, self.network)
 
     def feedback_pairs(self) -> list[FeedbackPair]:
         return [

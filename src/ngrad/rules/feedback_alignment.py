@@ -21,8 +21,12 @@ from typing import Literal
 
 from torch import Tensor
 
-from ngrad.network import ForwardTrace, Network, random_like
-from ngrad.rules.layerwise import FeedbackPathwayRule
+from ngrad.network import ForwardTrace, Network
+from ngrad.rules.layerwise import (
+    FeedbackPathwayRule,
+    register_random_feedback,
+    registered_feedback,
+)
 
 __all__ = ["FeedbackAlignment"]
 
@@ -47,13 +51,10 @@ class FeedbackAlignment(FeedbackPathwayRule):
 
     def __init__(self, network: Network, loss="cross_entropy", **options) -> None:
         super().__init__(network, loss, **options)
-        for index, layer in enumerate(network.layers):
-            if index > 0:
-                feedback = random_like(layer.weight.detach(), self.options.init, self.options.scale)
-                self.register_buffer(f"feedback_{index}", feedback)
+        register_random_feedback(self, network, self.options.init, self.options.scale)
 
     def feedback_matrices(self) -> list[Tensor | None]:
-        return [None] + [getattr(self, f"feedback_{i}") for i in range(1, len(self.network))]
+        return [None, *registered_feedback(self, self.network)]
 
     def set_feedback(self, index: int, matrix: Tensor) -> None:
         """Replace B_index^T (W-shaped), e.g. by W itself to recover backprop in a test."""

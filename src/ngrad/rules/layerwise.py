@@ -27,6 +27,8 @@ __all__ = [
     "hidden_error",
     "output_error",
     "propagate_errors",
+    "register_random_feedback",
+    "registered_feedback",
     "write_layer_gradients",
 ]
 
@@ -71,6 +73,19 @@ def write_layer_gradients(network: Network, trace: ForwardTrace, errors: Sequenc
         assign_gradient(layer.weight, layer.weight_gradient(error, inputs))
         if layer.bias is not None:
             assign_gradient(layer.bias, layer.bias_gradient(error))
+
+
+def register_random_feedback(rule: nn.Module, network: Network, init: str, scale: float) -> None:
+    """Fixed random B_l^T of W_l's shape for layers 2..L, as buffers ``feedback_1 ...``."""
+    for index, layer in enumerate(network.layers):
+        if index > 0:
+            feedback = random_like(layer.weight.detach(), init, scale)
+            rule.register_buffer(f"feedback_{index}", feedback)
+
+
+def registered_feedback(rule: nn.Module, network: Network) -> list[Tensor]:
+    """The buffers :func:`register_random_feedback` made, for layers 2..L in order."""
+    return [getattr(rule, f"feedback_{index}") for index in range(1, len(network.layers))]
 
 
 class FeedbackPathwayRule(LearningRule):
