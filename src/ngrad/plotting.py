@@ -149,14 +149,25 @@ def _mean_curve(
     return epochs, [float(np.mean(by_epoch[e])) for e in epochs]
 
 
+def _distinct_styles(names: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """A colour and line style per name that stay distinct beyond ten curves."""
+    palette = plt.get_cmap("tab10").colors
+    dashes = ("-", "--", ":", "-.")
+    return {
+        name: {"color": palette[i % len(palette)], "linestyle": dashes[i // len(palette) % 4]}
+        for i, name in enumerate(names)
+    }
+
+
 def plot_comparison(
     histories: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]], out_dir: Path, dataset: str
 ) -> list[Path]:
     """accuracy.png (all rules, one axis) and angles.png (angle to BP per layer over training);
     ``histories[rule]`` holds one metrics history per seed, curves are seed means."""
+    styles = _distinct_styles(list(histories))
     figure, axis = plt.subplots(figsize=(6.5, 4.2))
     for rule, runs in histories.items():
-        axis.plot(*_mean_curve(runs, "val_accuracy"), label=rule)
+        axis.plot(*_mean_curve(runs, "val_accuracy"), label=rule, **styles[rule])
     axis.set(xlabel="epoch", ylabel="validation accuracy", title=f"rules on {dataset}")
     _legend(axis, fontsize=8, ncol=2)
     _save(figure, out_dir / "accuracy.png")
@@ -176,7 +187,7 @@ def plot_comparison(
         for layer in range(layer_count):
             axis = axes[0, layer]
             for rule, runs in histories.items():
-                axis.plot(*_mean_curve(runs, "angle_to_bp_deg", layer), label=rule)
+                axis.plot(*_mean_curve(runs, "angle_to_bp_deg", layer), label=rule, **styles[rule])
             axis.axhline(90, color="grey", lw=0.8, ls="--")
             axis.set(xlabel="epoch", ylabel="degrees", title=f"layer {layer + 1}: update vs BP")
         _legend(axes[0, 0], fontsize=8, ncol=2)
