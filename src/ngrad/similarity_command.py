@@ -347,7 +347,7 @@ def run_similarity(
     return results
 
 
-def _value(row: dict[str, Any], measure: str) -> float | None:
+def measure_value(row: dict[str, Any], measure: str) -> float | None:
     if measure == "predictivity":
         return (row.get("predictivity") or {}).get("normalized")
     return row.get(measure)
@@ -366,7 +366,9 @@ def _table_rows(records, layers, neural: bool) -> list[dict[str, Any]]:
         for position, layer in enumerate(layers):
             row = {"rule": rule, "layer": layer, "runs": len(mine), "test_accuracy": accuracy}
             for measure in _present_measures(neural):
-                row[measure] = _mean_std([_value(r["layers"][position], measure) for r in mine])
+                row[measure] = _mean_std(
+                    [measure_value(r["layers"][position], measure) for r in mine]
+                )
             rows.append(row)
     return rows
 
@@ -390,7 +392,8 @@ def _accuracy_correlations(records, summary_layer: int) -> dict[str, Any]:
             (row_value, r["test_accuracy"], r["rule"])
             for r in records
             for row in r["layers"]
-            if row["layer"] == summary_layer and (row_value := _value(row, measure)) is not None
+            if row["layer"] == summary_layer
+            and (row_value := measure_value(row, measure)) is not None
         ]
         if not points:
             continue
@@ -443,14 +446,15 @@ def format_correlations(results: dict[str, Any]) -> list[str]:
         target = "the recording" if measure == "predictivity" else results["reference"]
         lines.append(
             f"test accuracy vs {LABELS[measure]} to {target} at layer {correlations['layer']}: "
-            f"across {runs['n']} runs Pearson r = {_number(runs['pearson_r'])}, Spearman rho = "
-            f"{_number(runs['spearman_rho'])}; across {means['n']} rule means r = "
-            f"{_number(means['pearson_r'])}, rho = {_number(means['spearman_rho'])}"
+            f"across {runs['n']} runs Pearson r = {format_number(runs['pearson_r'])}, "
+            f"Spearman rho = {format_number(runs['spearman_rho'])}; "
+            f"across {means['n']} rule means r = "
+            f"{format_number(means['pearson_r'])}, rho = {format_number(means['spearman_rho'])}"
         )
     return lines
 
 
-def _number(value: float | None) -> str:
+def format_number(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
@@ -488,100 +492,10 @@ def _write_outputs(results: dict[str, Any], out: Path) -> None:
     ]
     atomic_write_text(out / "similarity.md", "\n".join(text) + "\n")
     atomic_write_text(out / "similarity.csv", _csv(results))
+    from ngrad.similarity_plots import plot_accuracy_vs_similarity, plot_heatmap
+
     plot_heatmap(results, out / "similarity_heatmap.png")
     plot_accuracy_vs_similarity(results, out / "accuracy_vs_similarity.png")
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_heatmap(results: dict[str, Any], path: Path) -> None:
-    """Layer x rule heat map of each measure (mean over runs), values written in the cells."""
-    plt = _pyplot()
-
-    rows, layers = results["table"], results["layers"]
-    measures = [m for m in MEASURES if rows and m in rows[0]]
-    rules = list(dict.fromkeys(row["rule"] for row in rows))
-    figure, axes = plt.subplots(  # one panel per measure, stacked: rules run along x
-        len(measures),
-        1,
-        figsize=(2.4 + 0.6 * len(rules), (1.6 + 0.45 * len(layers)) * len(measures)),
-        squeeze=False,
-    )
-    for axis, measure in zip(axes[:, 0], measures, strict=True):
-        grid = np.full((len(layers), len(rules)), np.nan)
-        for row in rows:
-            value = row[measure]["mean"]
-            grid[layers.index(row["layer"]), rules.index(row["rule"])] = (
-                np.nan if value is None else value
-            )
-        low, high = np.nanmin(grid, initial=0.0), np.nanmax(grid, initial=1.0)
-        image = axis.imshow(grid, vmin=min(0.0, low), vmax=max(1.0, high), cmap="viridis")
-        for (i, j), value in np.ndenumerate(grid):
-            if np.isfinite(value):
-                axis.text(
-                    j,
-                    i,
-                    f"{value:.2f}",
-                    ha="center",
-                    va="center",
-                    fontsize=7,
-                    color="white" if value < 0.6 else "black",
-                )
-        axis.set_xticks(range(len(rules)), rules, rotation=45, ha="right")
-        axis.set_yticks(range(len(layers)), [f"layer {layer}" for layer in layers])
-        target = "recording" if measure == "predictivity" else results["reference"]
-        axis.set_title(f"{LABELS[measure]} to {target}", fontsize=9)
-        figure.colorbar(image, ax=axis, fraction=0.046, pad=0.04)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-
-
-def plot_accuracy_vs_similarity(results: dict[str, Any], path: Path) -> None:
-    """Test accuracy against each measure at the summary layer, one point per run."""
-    plt = _pyplot()
-
-    layer, correlations = results["summary_layer"], results["accuracy_vs_similarity"]
-    measures = [m for m in MEASURES if m in correlations] or ["cka"]
-    figure, axes = plt.subplots(
-        1, len(measures), figsize=(4.6 * len(measures) + 1.2, 4.0), squeeze=False
-    )
-    rules = list(dict.fromkeys(record["rule"] for record in results["runs"]))
-    colours = plt.get_cmap("tab10" if len(rules) <= 10 else "tab20")
-    for axis, measure in zip(axes[0], measures, strict=True):
-        for index, rule in enumerate(rules):
-            points = [
-                (_value(row, measure), record["test_accuracy"])
-                for record in results["runs"]
-                if record["rule"] == rule
-                for row in record["layers"]
-                if row["layer"] == layer
-            ]
-            points = [p for p in points if p[0] is not None and p[1] is not None]
-            if points:
-                axis.scatter(*zip(*points, strict=True), label=rule, color=colours(index), s=28)
-        found = correlations.get(measure, {}).get("runs", {})
-        axis.set_title(
-            f"layer {layer}: r = {_number(found.get('pearson_r'))}, "
-            f"rho = {_number(found.get('spearman_rho'))} (n = {found.get('n', 0)})",
-            fontsize=9,
-        )
-        target = "recording" if measure == "predictivity" else results["reference"]
-        axis.set(xlabel=f"{LABELS[measure]} to {target}", ylabel="test accuracy")
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    columns = 1 + len(labels) // 13
-    if handles:  # one legend beside the panels, clear of the points
-        figure.legend(handles, labels, loc="center right", fontsize=7, ncol=columns)
-    figure.tight_layout(rect=(0, 0, 1 - 0.09 * columns / len(measures), 1))
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
 
 
 def command_similarity(args: argparse.Namespace) -> int:
