@@ -6,7 +6,8 @@ layer, and how well they predict recorded neural responses (measures: :mod:`ngra
 
 A RUN_DIR is a directory written by ``ngrad train`` or by ``ngrad compare`` (its ``runs/*``). The
 stimuli are the first ``--samples`` images of the runs' test split, fed through each run's network
-in its best-validation state (``best.pt``); a layer's representation is its activity h_l. Each run
+in its best-validation state (``best.pt``); a layer's representation is its activity h_l as the
+rule represents it (``LearningRule.representations``). Each run
 is compared with the reference rule's run of the same seed (else the lowest seed); a reference
 run is compared with the reference run of the next seed (seed-to-seed variability of the
 reference itself), when there is one. Writes into ``--out``: ``results.json``, ``similarity.md``
@@ -37,6 +38,7 @@ from ngrad import similarity
 from ngrad.checkpoint import atomic_write_text, to_json
 from ngrad.errors import ConfigError, NgradError
 from ngrad.neural_data import NeuralDataError, NeuralRecording, load_neural_data
+from ngrad.rules import LearningRule
 
 __all__ = ["SimilaritySettings", "command_similarity", "find_runs", "run_similarity"]
 
@@ -88,11 +90,11 @@ class _Run:
 
 
 @torch.no_grad()
-def _activities(network: torch.nn.Module, images: torch.Tensor) -> list[np.ndarray]:
-    shape = network.input_shape or (math.prod(images.shape[1:]),)
+def _activities(rule: LearningRule, images: torch.Tensor) -> list[np.ndarray]:
+    """h_1..h_L as the rule represents the images (``LearningRule.representations``)."""
+    shape = rule.network.input_shape or (math.prod(images.shape[1:]),)
     inputs = images.reshape(len(images), *shape).float()
-    trace = network.trace(inputs)
-    return [h.flatten(1).double().numpy() for h in trace.activities[1:]]
+    return [h.flatten(1).double().numpy() for h in rule.representations(inputs)]
 
 
 def _load_runs(
@@ -132,17 +134,16 @@ def _load_runs(
     runs = []
     for path in tqdm(kept, desc="similarity", unit="run", disable=not progress):
         loaded = load_run(path, data=data)
-        network = loaded.rule.network
         neural = None
         if recording is not None:
-            neural = _activities(network, torch.from_numpy(recording.stimuli))
+            neural = _activities(loaded.rule, torch.from_numpy(recording.stimuli))
         runs.append(
             _Run(
                 path,
                 loaded.config.rule,
                 loaded.config.seed,
                 loaded.summary.get("test_accuracy"),
-                _activities(network, stimuli),
+                _activities(loaded.rule, stimuli),
                 neural,
             )
         )

@@ -420,3 +420,19 @@ def test_ep_refuses_settings_without_a_nudged_minimum():
     assert not ngrad.rules.get_rule_class("ep").supports(_network(activation="gelu"))
     with pytest.raises(ConfigError, match="layer 1's activation 'gelu' has no Hopfield energy"):
         ngrad.make_rule("chl", _network(activation="gelu"))
+
+
+def test_relaxed_rules_represent_inputs_by_their_free_fixed_point():
+    """Similarity analyses see what EP predicts from, not the feedforward pass."""
+    torch.manual_seed(0)
+    network = ngrad.mlp([6, 8, 7, 3]).double()
+    rule = ngrad.make_rule("ep", network)
+    inputs = torch.randn(5, 6, dtype=torch.float64)
+    relaxed = rule.representations(inputs)
+    assert [tuple(h.shape) for h in relaxed] == [(5, 8), (5, 7), (5, 3)]
+    torch.testing.assert_close(relaxed[-1], rule(inputs))
+    feedforward = network.trace(inputs).activities[1:]
+    assert not torch.allclose(relaxed[0], feedforward[0])
+    bp_view = ngrad.make_rule("bp", network).representations(inputs)
+    for mine, expected in zip(bp_view, feedforward, strict=True):
+        torch.testing.assert_close(mine, expected)

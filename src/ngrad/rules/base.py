@@ -16,6 +16,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import torch
 from torch import Tensor, nn
 
 from ngrad.losses import Loss, get_loss
@@ -89,6 +90,12 @@ class LearningRule(nn.Module, ABC):
     def forward(self, inputs: Tensor) -> Tensor:
         """Prediction (evaluation pass) of the trained network."""
         return self.network(inputs)
+
+    def representations(self, inputs: Tensor) -> list[Tensor]:
+        """Each layer's activity h_1..h_L when the rule predicts (for similarity analyses):
+        the feedforward pass by default; rules that predict otherwise say so."""
+        with torch.no_grad():
+            return self.network.trace(inputs).activities[1:]
 
     def feedback_pairs(self) -> list[FeedbackPair]:
         """Feedback matrices paired with the forward quantity they should align with."""

@@ -435,6 +435,15 @@ class HopfieldRule(LearningRule):
         return self.predict(inputs, self.free_phase(self.input_drive(inputs)).states)
 
     @torch.no_grad()
+    def representations(self, inputs: Tensor) -> list[Tensor]:
+        """The free fixed point's layer states (what the rule predicts from); with a readout,
+        the logits computed from the top relaxed state follow them."""
+        states = list(self.free_phase(self.input_drive(inputs)).states)
+        if len(states) < len(self.network.layers):
+            states.append(self.predict(inputs, states))
+        return states
+
+    @torch.no_grad()
     def relaxation_trace(self, inputs: Tensor) -> dict[str, Any]:
         """Energy and residual at every step of the free phase (diagnostics, step by step)."""
         gamma, units = self.options.feedback_strength, self.unit_activations()
