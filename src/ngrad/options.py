@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from ngrad.errors import ConfigError
 
-__all__ = ["build_options", "coerce_value", "options_as_dict"]
+__all__ = ["build_options", "check_bounds", "coerce_value", "options_as_dict"]
 
 T = TypeVar("T")
 
@@ -98,3 +98,23 @@ def build_options(options_type: type[T], given: dict[str, Any], owner: str) -> T
 
 def options_as_dict(options: Any) -> dict[str, Any]:
     return dataclasses.asdict(options) if dataclasses.is_dataclass(options) else {}
+
+
+def check_bounds(
+    options: Any,
+    *,
+    positive: tuple[str, ...] = (),
+    non_negative: tuple[str, ...] = (),
+    at_least_one: tuple[str, ...] = (),
+) -> None:
+    """Raise ValueError naming the first option outside its bound (for ``__post_init__``)."""
+    bounds = (
+        (positive, lambda v: v > 0, "positive"),
+        (non_negative, lambda v: v >= 0, ">= 0"),
+        (at_least_one, lambda v: v >= 1, ">= 1"),
+    )
+    for names, holds, wording in bounds:
+        for name in names:
+            value = getattr(options, name)
+            if not holds(value):
+                raise ValueError(f"option {name!r} must be {wording}, got {value!r}")

@@ -130,3 +130,17 @@ def test_conv_network_trains_with_fa_family():
             layer.weight.shape for layer in net.layers
         ]
         assert len(record.layer_errors) == 3
+
+
+@pytest.mark.parametrize(
+    ("rule", "option", "value", "message"),
+    [
+        ("wm", "rate", 0.0, "'rate' must be positive"),
+        ("wm", "mirror_samples", -1, "'mirror_samples' must be >= 0"),
+        ("ep", "free_steps", 0, "'free_steps' must be >= 1"),
+        ("pc", "output_clamping", -1.0, "'output_clamping' must be positive"),
+    ],
+)
+def test_option_bounds_are_named(rule, option, value, message):
+    with pytest.raises(ConfigError, match=message):
+        ngrad.make_rule(rule, ngrad.mlp([6, 5, 3]), **{option: value})

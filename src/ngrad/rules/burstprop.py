@@ -44,6 +44,7 @@ import torch
 from torch import Tensor
 
 from ngrad.network import ForwardTrace, Network
+from ngrad.options import check_bounds
 from ngrad.rules.base import FeedbackPair, LearningRule, StepRecord, assign_gradient
 from ngrad.rules.compartments import (
     CompartmentTrace,
@@ -76,8 +77,7 @@ class BurstpropOptions:
                 "option 'baseline_burst_probability' must lie in (0, 1), "
                 f"got {self.baseline_burst_probability}"
             )
-        if not self.scale > 0:
-            raise ValueError(f"option 'scale' must be positive, got {self.scale}")
+        check_bounds(self, positive=("scale",))
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,7 @@ import torch
 from torch import Tensor
 
 from ngrad.activations import Activation, get_activation
+from ngrad.options import check_bounds
 from ngrad.rules.base import StepRecord, assign_gradient
 from ngrad.rules.energy import (
     SOFTMAX_GROUP,
@@ -77,11 +78,9 @@ class ContrastiveHebbianOptions:
             raise ValueError(
                 f"option 'feedback_strength' must be in (0, 1], got {self.feedback_strength}"
             )
-        for key in ("free_steps", "clamped_steps"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"option {key!r} must be >= 1, got {getattr(self, key)}")
-        if self.tolerance < 0:
-            raise ValueError(f"option 'tolerance' must be >= 0, got {self.tolerance}")
+        check_bounds(
+            self, non_negative=("tolerance",), at_least_one=("free_steps", "clamped_steps")
+        )
 
 
 class ContrastiveHebbian(HopfieldRule):

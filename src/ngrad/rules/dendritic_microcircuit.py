@@ -83,6 +83,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ngrad.network import Network, random_like
+from ngrad.options import check_bounds
 from ngrad.rules.base import FeedbackPair, LearningRule, StepRecord, assign_gradient
 from ngrad.rules.compartments import (
     CompartmentTrace,
@@ -114,15 +115,20 @@ class MicrocircuitOptions:
     depth_compensation: Literal["none", "first_layer", "all"] = "none"
 
     def __post_init__(self) -> None:
-        positive = ("g_basal", "g_apical", "g_dendrite", "g_soma", "dt", "interneuron_rate")
-        for name in (*positive, "top_down_rate"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"option {name!r} must be positive, got {getattr(self, name)}")
-        if self.g_leak < 0:
-            raise ValueError(f"option 'g_leak' must be >= 0, got {self.g_leak}")
-        for name in ("forward_steps", "teaching_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"option {name!r} must be >= 1, got {getattr(self, name)}")
+        check_bounds(
+            self,
+            positive=(
+                "g_basal",
+                "g_apical",
+                "g_dendrite",
+                "g_soma",
+                "dt",
+                "interneuron_rate",
+                "top_down_rate",
+            ),
+            non_negative=("g_leak",),
+            at_least_one=("forward_steps", "teaching_steps"),
+        )
 
 
 @dataclass

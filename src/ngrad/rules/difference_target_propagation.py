@@ -44,6 +44,7 @@ from torch import Tensor, nn
 
 from ngrad.activations import Activation
 from ngrad.network import DenseLayer, ForwardTrace, Network, initialise_
+from ngrad.options import check_bounds
 from ngrad.rules.base import assign_gradient
 from ngrad.rules.targets import (
     TargetPropagationRule,
@@ -66,13 +67,11 @@ class DifferenceTargetPropagationOptions:
     init: Literal["pytorch", "xavier", "kaiming", "gaussian"] = "xavier"
 
     def __post_init__(self) -> None:
-        for key in ("target_step", "noise", "feedback_step"):
-            if not getattr(self, key) > 0:
-                raise ValueError(f"option {key!r} must be positive, got {getattr(self, key)}")
-        if self.feedback_iterations < 1:
-            raise ValueError(
-                f"option 'feedback_iterations' must be >= 1, got {self.feedback_iterations}"
-            )
+        check_bounds(
+            self,
+            positive=("target_step", "noise", "feedback_step"),
+            at_least_one=("feedback_iterations",),
+        )
 
 
 def reconstruction_gradients(

@@ -49,6 +49,7 @@ import torch
 from torch import Tensor, nn
 
 from ngrad.network import ForwardTrace, Network, initialise_
+from ngrad.options import check_bounds
 from ngrad.rules.base import assign_gradient
 from ngrad.rules.targets import TargetPropagationRule, dense_output, feedback_noise
 
@@ -67,15 +68,12 @@ class DirectDifferenceTargetPropagationOptions:
     init: Literal["pytorch", "xavier", "kaiming", "gaussian"] = "xavier"
 
     def __post_init__(self) -> None:
-        for key in ("target_step", "noise", "feedback_step"):
-            if not getattr(self, key) > 0:
-                raise ValueError(f"option {key!r} must be positive, got {getattr(self, key)}")
-        if self.damping < 0:
-            raise ValueError(f"option 'damping' must be >= 0, got {self.damping}")
-        if self.feedback_iterations < 1:
-            raise ValueError(
-                f"option 'feedback_iterations' must be >= 1, got {self.feedback_iterations}"
-            )
+        check_bounds(
+            self,
+            positive=("target_step", "noise", "feedback_step"),
+            non_negative=("damping",),
+            at_least_one=("feedback_iterations",),
+        )
 
 
 def noise_responses(network: Network, trace: ForwardTrace, noises: Sequence[Tensor]) -> Tensor:

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from ngrad.network import DenseLayer, Network, initialise_
+from ngrad.options import check_bounds
 from ngrad.rules.base import FeedbackPair, LearningRule, StepRecord
 from ngrad.rules.layerwise import hidden_error, output_error, write_layer_gradients
 
@@ -34,8 +35,7 @@ class DirectFeedbackAlignmentOptions:
     scale: float = 1.0
 
     def __post_init__(self) -> None:
-        if not self.scale > 0:
-            raise ValueError(f"option 'scale' must be positive, got {self.scale}")
+        check_bounds(self, positive=("scale",))
 
 
 class DirectFeedbackAlignment(LearningRule):

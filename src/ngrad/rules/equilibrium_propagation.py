@@ -56,6 +56,7 @@ from torch import Tensor
 
 from ngrad.errors import ConfigError
 from ngrad.network import Network
+from ngrad.options import check_bounds
 from ngrad.rules.base import StepRecord, assign_gradient
 from ngrad.rules.energy import (
     HopfieldRule,
@@ -86,13 +87,12 @@ class EquilibriumPropagationOptions:
             raise ValueError(
                 f"option 'feedback_strength' must be in (0, 1], got {self.feedback_strength}"
             )
-        if not self.nudging_strength > 0:
-            raise ValueError(f"option 'nudging_strength' must be > 0, got {self.nudging_strength}")
-        for key in ("free_steps", "nudged_steps"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"option {key!r} must be >= 1, got {getattr(self, key)}")
-        if self.tolerance < 0:
-            raise ValueError(f"option 'tolerance' must be >= 0, got {self.tolerance}")
+        check_bounds(
+            self,
+            positive=("nudging_strength",),
+            non_negative=("tolerance",),
+            at_least_one=("free_steps", "nudged_steps"),
+        )
 
 
 class EquilibriumPropagation(HopfieldRule):

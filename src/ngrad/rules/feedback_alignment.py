@@ -22,6 +22,7 @@ from typing import Literal
 from torch import Tensor
 
 from ngrad.network import ForwardTrace, Network
+from ngrad.options import check_bounds
 from ngrad.rules.layerwise import (
     FeedbackPathwayRule,
     register_random_feedback,
@@ -39,8 +40,7 @@ class FeedbackAlignmentOptions:
     scale: float = 1.0  # multiplies B after drawing it
 
     def __post_init__(self) -> None:
-        if not self.scale > 0:
-            raise ValueError(f"option 'scale' must be positive, got {self.scale}")
+        check_bounds(self, positive=("scale",))
 
 
 class FeedbackAlignment(FeedbackPathwayRule):

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from ngrad.network import ForwardTrace
+from ngrad.options import check_bounds
 from ngrad.rules.base import assign_gradient
 from ngrad.rules.layerwise import LearnedFeedbackRule
 
@@ -37,8 +38,7 @@ class KolenPollackOptions:
     init: str = "pytorch"
 
     def __post_init__(self) -> None:
-        if self.weight_decay < 0:
-            raise ValueError(f"option 'weight_decay' must be >= 0, got {self.weight_decay}")
+        check_bounds(self, non_negative=("weight_decay",))
 
 
 class KolenPollack(LearnedFeedbackRule):

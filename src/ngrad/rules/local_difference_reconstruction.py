@@ -52,6 +52,7 @@ import torch
 from torch import Tensor, nn
 
 from ngrad.network import DenseLayer, ForwardTrace, Network, initialise_
+from ngrad.options import check_bounds
 from ngrad.rules.base import FeedbackPair, assign_gradient
 from ngrad.rules.targets import (
     TargetPropagationRule,
@@ -74,13 +75,11 @@ class LocalDifferenceReconstructionOptions:
     init: Literal["pytorch", "xavier", "kaiming", "gaussian"] = "xavier"
 
     def __post_init__(self) -> None:
-        for key in ("target_step", "noise", "feedback_rate", "feedback_step"):
-            if not getattr(self, key) > 0:
-                raise ValueError(f"option {key!r} must be positive, got {getattr(self, key)}")
-        if self.feedback_iterations < 1:
-            raise ValueError(
-                f"option 'feedback_iterations' must be >= 1, got {self.feedback_iterations}"
-            )
+        check_bounds(
+            self,
+            positive=("target_step", "noise", "feedback_rate", "feedback_step"),
+            at_least_one=("feedback_iterations",),
+        )
 
 
 def local_difference_gradients(

@@ -51,6 +51,7 @@ from torch import Tensor
 
 from ngrad.losses import Loss
 from ngrad.network import ForwardTrace, Network
+from ngrad.options import check_bounds
 from ngrad.rules.base import LearningRule, StepRecord, assign_gradient
 from ngrad.rules.energy import bottom_up
 
@@ -141,12 +142,7 @@ class PredictiveCodingOptions:
     output_clamping: float = 1.0  # gamma; 1 = the target clamped, -> 0 = weak clamping (-> BP)
 
     def __post_init__(self) -> None:
-        if self.steps < 0:
-            raise ValueError(f"option 'steps' must be >= 0, got {self.steps}")
-        if not self.inference_rate > 0:
-            raise ValueError(f"option 'inference_rate' must be > 0, got {self.inference_rate}")
-        if not self.output_clamping > 0:
-            raise ValueError(f"option 'output_clamping' must be > 0, got {self.output_clamping}")
+        check_bounds(self, positive=("inference_rate", "output_clamping"), non_negative=("steps",))
 
 
 class PredictiveCoding(LearningRule):

@@ -50,6 +50,7 @@ import torch
 from torch import Tensor
 
 from ngrad.network import Network, random_like
+from ngrad.options import check_bounds
 from ngrad.rules.base import FeedbackPair, LearningRule, StepRecord, assign_gradient
 from ngrad.rules.compartments import (
     CompartmentTrace,
@@ -79,13 +80,12 @@ class SegregatedOptions:
     scale: float = 1.0  # multiplies Y after drawing it
 
     def __post_init__(self) -> None:
-        for name in ("g_basal", "g_dendrite", "g_soma", "dt", "scale"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"option {name!r} must be positive, got {getattr(self, name)}")
-        if self.g_leak < 0:
-            raise ValueError(f"option 'g_leak' must be >= 0, got {self.g_leak}")
-        if self.plateau_window < 1:
-            raise ValueError(f"option 'plateau_window' must be >= 1, got {self.plateau_window}")
+        check_bounds(
+            self,
+            positive=("g_basal", "g_dendrite", "g_soma", "dt", "scale"),
+            non_negative=("g_leak",),
+            at_least_one=("plateau_window",),
+        )
         for name in ("forward_steps", "target_steps"):
             if getattr(self, name) < self.plateau_window:
                 raise ValueError(

@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 
 from ngrad.network import ForwardTrace, Network
+from ngrad.options import check_bounds
 from ngrad.rules.base import StepRecord
 from ngrad.rules.targets import TargetPropagationRule, clamp_into_range
 
@@ -45,8 +46,7 @@ class TargetPropagationOptions:
     target_step: float = 0.01  # eta: size of the output target's gradient step
 
     def __post_init__(self) -> None:
-        if not self.target_step > 0:
-            raise ValueError(f"option 'target_step' must be positive, got {self.target_step}")
+        check_bounds(self, positive=("target_step",))
 
 
 def invert_layer(layer, activity: Tensor) -> Tensor:

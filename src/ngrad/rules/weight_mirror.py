@@ -34,6 +34,7 @@ from torch import Tensor
 
 from ngrad.network import ForwardTrace
 from ngrad.noise import rademacher
+from ngrad.options import check_bounds
 from ngrad.rules.base import assign_gradient
 from ngrad.rules.layerwise import LearnedFeedbackRule
 
@@ -49,12 +50,7 @@ class WeightMirrorOptions:
     init: str = "pytorch"
 
     def __post_init__(self) -> None:
-        if self.decay < 0:
-            raise ValueError(f"option 'decay' must be >= 0, got {self.decay}")
-        if self.mirror_samples < 0:
-            raise ValueError(f"option 'mirror_samples' must be >= 0, got {self.mirror_samples}")
-        if not self.rate > 0:
-            raise ValueError(f"option 'rate' must be positive, got {self.rate}")
+        check_bounds(self, positive=("rate",), non_negative=("decay", "mirror_samples"))
 
 
 class WeightMirror(LearnedFeedbackRule):
