@@ -433,6 +433,8 @@ def test_relaxed_rules_represent_inputs_by_their_free_fixed_point():
     torch.testing.assert_close(relaxed[-1], rule(inputs))
     feedforward = network.trace(inputs).activities[1:]
     assert not torch.allclose(relaxed[0], feedforward[0])
+    chl = ngrad.make_rule("chl", network)  # softmax output units: represented by logits
+    torch.testing.assert_close(chl.representations(inputs)[-1], chl(inputs))
     bp_view = ngrad.make_rule("bp", network).representations(inputs)
     for mine, expected in zip(bp_view, feedforward, strict=True):
         torch.testing.assert_close(mine, expected)

@@ -436,12 +436,12 @@ class HopfieldRule(LearningRule):
 
     @torch.no_grad()
     def representations(self, inputs: Tensor) -> list[Tensor]:
-        """The free fixed point's layer states (what the rule predicts from); with a readout,
-        the logits computed from the top relaxed state follow them."""
+        """The free fixed point's hidden states (what the rule predicts from), then its output
+        as ``forward`` gives it (logits where the output units use a link or a readout)."""
         states = list(self.free_phase(self.input_drive(inputs)).states)
-        if len(states) < len(self.network.layers):
-            states.append(self.predict(inputs, states))
-        return states
+        output = self.predict(inputs, states)
+        hidden = states[: len(self.network.layers) - 1]
+        return [*hidden, output]
 
     @torch.no_grad()
     def relaxation_trace(self, inputs: Tensor) -> dict[str, Any]:
