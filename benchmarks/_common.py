@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -15,3 +17,14 @@ def default_data_dir() -> str:
 
 def fmt(value: float | None, spec: str = ".2f") -> str:
     return "-" if value is None else format(value, spec)
+
+
+def epoch_time(
+    rule, optimiser, batches: Iterable, clock: Callable[[], float] = time.perf_counter
+) -> float:
+    """Seconds for one pass of ``rule.backward`` + ``optimiser.step`` over ``batches``."""
+    start = clock()
+    for inputs, targets in batches:
+        rule.backward(inputs, targets)
+        optimiser.step()
+    return clock() - start

@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import default_data_dir, fmt
+from _common import default_data_dir, epoch_time, fmt
 
 import ngrad
 from ngrad.config import make_config
@@ -124,11 +124,11 @@ def speed(args: argparse.Namespace, rules: list[str]) -> None:
         rule = ngrad.make_rule(name, ngrad.mlp([784, 500, 500, 10], activation="tanh"))
         optimiser = torch.optim.SGD(rule.parameters(), lr=0.01, momentum=0.9)
         trainers[name] = (rule, optimiser)
-        run_steps(rule, optimiser, batches[:3])  # warm-up
+        epoch_time(rule, optimiser, batches[:3])  # warm-up
     times: dict[str, list[float]] = {name: [] for name in trainers}
     for _ in range(args.speed_repeats):
         for name, (rule, optimiser) in trainers.items():
-            times[name].append(run_steps(rule, optimiser, batches))
+            times[name].append(epoch_time(rule, optimiser, batches))
     print(
         f"\nspeed: 784-500-500-10 tanh, batch 32, {args.speed_batches} steps x "
         f"{args.speed_repeats} repeats, torch {torch.__version__}, "
@@ -138,14 +138,6 @@ def speed(args: argparse.Namespace, rules: list[str]) -> None:
     for name in rules:
         ratio = statistics.median(t / b for t, b in zip(times[name], times["bp"], strict=True))
         print(f"{name:<12} time / BP {ratio:.2f}x")
-
-
-def run_steps(rule, optimiser, batches) -> float:
-    started = time.perf_counter()
-    for inputs, targets in batches:
-        rule.backward(inputs, targets)
-        optimiser.step()
-    return time.perf_counter() - started
 
 
 def main() -> None:

@@ -29,8 +29,7 @@ from ngrad.compare import compare_rules, format_table
 from ngrad.config import make_config
 from ngrad.similarity_command import (
     SimilaritySettings,
-    format_correlations,
-    format_similarity_table,
+    print_report,
     run_similarity,
 )
 
@@ -84,12 +83,7 @@ def main() -> None:
     settings = SimilaritySettings(samples=args.samples, bootstrap=args.bootstrap)
     results = run_similarity([out / "compare"], out / "similarity", settings)
     print(f"\nsimilarity: {time.perf_counter() - middle:.0f} s\n")
-    print(format_similarity_table(results))
-    print()
-    for line in format_correlations(results):
-        print(line)
-    for skipped in results["skipped"]:
-        print(f"skipped {skipped['run']}: {skipped['reason']}")
+    print_report(results)
     print(f"\ntotal {time.perf_counter() - start:.0f} s; outputs in {out}/similarity/")
 
 

@@ -15,22 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 
 import torch
+from _common import epoch_time
 
 import ngrad
 
 TARGETS = {"fa": 1.15, "usf": 1.15, "brsf": 1.15, "frsf": 1.15, "kp": 1.15, "wm": 1.3, "dfa": 1.0}
 PUBLISHED = {"usf": 1.20, "frsf": 1.23, "brsf": 2.06, "dfa": 1.20, "wm": 2.10}
-
-
-def epoch_time(rule, optimiser, batches) -> float:
-    start = time.perf_counter()
-    for x, y in batches:
-        rule.backward(x, y)
-        optimiser.step()
-    return time.perf_counter() - start
 
 
 def main() -> None:

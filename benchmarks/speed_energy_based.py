@@ -27,10 +27,10 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from dataclasses import dataclass, field
 
 import torch
+from _common import epoch_time
 
 import ngrad
 
@@ -137,14 +137,6 @@ SETTINGS = [
         targets={"pc T=5": 3.0},
     ),
 ]
-
-
-def epoch_time(rule, optimiser, batches) -> float:
-    start = time.perf_counter()
-    for x, y in batches:
-        rule.backward(x, y)
-        optimiser.step()
-    return time.perf_counter() - start
 
 
 def measure(setting: Setting, batches_per_epoch: int, repeats: int) -> dict[str, dict]:

@@ -40,7 +40,13 @@ from ngrad.errors import ConfigError, NgradError
 from ngrad.neural_data import NeuralDataError, NeuralRecording, load_neural_data
 from ngrad.rules import LearningRule
 
-__all__ = ["SimilaritySettings", "command_similarity", "find_runs", "run_similarity"]
+__all__ = [
+    "SimilaritySettings",
+    "command_similarity",
+    "find_runs",
+    "print_report",
+    "run_similarity",
+]
 
 MEASURES = ("cka", "rsa", "predictivity")
 INPUT_ROW = "input (pixels)"
@@ -499,6 +505,16 @@ def _write_outputs(results: dict[str, Any], out: Path) -> None:
     plot_accuracy_vs_similarity(results, out / "accuracy_vs_similarity.png")
 
 
+def print_report(results: dict[str, Any]) -> None:
+    """The table, the accuracy-vs-similarity correlations and any skipped runs, to stdout."""
+    print(format_similarity_table(results))
+    print()
+    for line in format_correlations(results):
+        print(line)
+    for skipped in results["skipped"]:
+        print(f"skipped {skipped['run']}: {skipped['reason']}")
+
+
 def command_similarity(args: argparse.Namespace) -> int:
     """The CLI entry: parse the options, run, print the table and the correlations."""
     layers = None
@@ -520,12 +536,7 @@ def command_similarity(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
     )
     results = run_similarity(args.runs, args.out, settings, progress=not args.no_progress)
-    print(format_similarity_table(results))
-    print()
-    for line in format_correlations(results):
-        print(line)
-    for skipped in results["skipped"]:
-        print(f"skipped {skipped['run']}: {skipped['reason']}")
+    print_report(results)
     print(
         f"\nresults in {args.out}/ (results.json, similarity.md, similarity.csv, "
         "similarity_heatmap.png, accuracy_vs_similarity.png)"
