@@ -32,14 +32,16 @@ from ngrad.rules.weight_mirror import WeightMirror
 SIGN_RULES = (UniformSignSymmetry, BatchRandomSignSymmetry, FixedRandomSignSymmetry)
 
 
+def dense_and_conv_cases():
+    """(label, fresh float64 network, per-sample input shape) for a dense and a conv network."""
+    return (("dense", dense_network(), (12,)), ("conv", conv_network(), (2, 8, 8)))
+
+
 @check_of(Backprop)
 def check_layerwise_machinery(rule_name: str, **options) -> list[CheckResult]:
     """The layerwise error propagation with M_l = W_l reproduces autograd (dense and conv)."""
     results = []
-    for label, network, shape in (
-        ("dense", dense_network(), (12,)),
-        ("conv", conv_network(), (2, 8, 8)),
-    ):
+    for label, network, shape in dense_and_conv_cases():
         inputs, targets = random_batch(shape, 4)
         rule = make_rule(rule_name, network, **options)
         reference = bp_gradients(network, inputs, targets)
@@ -65,10 +67,7 @@ def check_layerwise_machinery(rule_name: str, **options) -> list[CheckResult]:
 def check_equals_backprop_with_transposed_feedback(rule_name: str, **options) -> list[CheckResult]:
     """With B := W^T the rule's forward update is backprop's gradient (dense and conv)."""
     results = []
-    for label, network, shape in (
-        ("dense", dense_network(), (12,)),
-        ("conv", conv_network(), (2, 8, 8)),
-    ):
+    for label, network, shape in dense_and_conv_cases():
         inputs, targets = random_batch(shape, 4)
         rule = make_rule(rule_name, network, **options)
         transpose_weights_into_feedback(rule)

@@ -53,6 +53,7 @@ from ngrad.rules.energy import (
     SOFTMAX_GROUP,
     HopfieldRule,
     Relaxation,
+    RelaxationOptions,
     bottom_up,
     one_hot_like,
     write_contrastive_gradients,
@@ -64,23 +65,15 @@ LINKS = {"cross_entropy": SOFTMAX_GROUP, "bce": get_activation("sigmoid")}  # ms
 
 
 @dataclass(frozen=True)
-class ContrastiveHebbianOptions:
-    free_steps: int = 15
+class ContrastiveHebbianOptions(RelaxationOptions):
+    """RelaxationOptions (gamma = 1: Movellan's energy) plus the clamped phase."""
+
     clamped_steps: int = 6
     update: Literal["chl", "generec"] = "chl"
-    feedback_strength: float = 0.25  # gamma; 1 = Movellan's energy
-    schedule: Literal["alternating", "synchronous"] = "alternating"
-    initial_state: Literal["feedforward", "zeros"] = "feedforward"
-    tolerance: float = 0.0  # > 0: a phase stops once no state changes by more than this
 
     def __post_init__(self) -> None:
-        if not 0 < self.feedback_strength <= 1:
-            raise ValueError(
-                f"option 'feedback_strength' must be in (0, 1], got {self.feedback_strength}"
-            )
-        check_bounds(
-            self, non_negative=("tolerance",), at_least_one=("free_steps", "clamped_steps")
-        )
+        super().__post_init__()
+        check_bounds(self, at_least_one=("clamped_steps",))
 
 
 class ContrastiveHebbian(HopfieldRule):

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -43,6 +43,7 @@ from torch import Tensor
 from ngrad.activations import Activation
 from ngrad.losses import Loss
 from ngrad.network import DenseLayer, Layer, Network
+from ngrad.options import check_bounds
 from ngrad.rules.base import LearningRule, assign_gradient
 
 __all__ = [
@@ -355,6 +356,24 @@ def readout_error(loss: Loss, readout: Layer, state: Tensor, targets: Tensor) ->
     activation: Activation = readout.activation
     pre = bottom_up(readout, state)
     return loss.output_error(pre, activation(pre), targets, activation)
+
+
+@dataclass(frozen=True)
+class RelaxationOptions:
+    """The free-phase options every Hopfield rule shares (subclassed by each rule's options)."""
+
+    free_steps: int = 15  # T1
+    feedback_strength: float = 0.25  # gamma; 1 = the plain layered Hopfield energy
+    schedule: Literal["alternating", "synchronous"] = "alternating"
+    initial_state: Literal["feedforward", "zeros"] = "feedforward"
+    tolerance: float = 0.0  # > 0: a phase stops once no state changes by more than this
+
+    def __post_init__(self) -> None:
+        if not 0 < self.feedback_strength <= 1:
+            raise ValueError(
+                f"option 'feedback_strength' must be in (0, 1], got {self.feedback_strength}"
+            )
+        check_bounds(self, non_negative=("tolerance",), at_least_one=("free_steps",))
 
 
 class HopfieldRule(LearningRule):

@@ -60,6 +60,7 @@ from ngrad.options import check_bounds
 from ngrad.rules.base import StepRecord, assign_gradient
 from ngrad.rules.energy import (
     HopfieldRule,
+    RelaxationOptions,
     TopUpdate,
     bottom_up,
     fixed_point_gradient,
@@ -72,27 +73,16 @@ __all__ = ["EquilibriumPropagation"]
 
 
 @dataclass(frozen=True)
-class EquilibriumPropagationOptions:
+class EquilibriumPropagationOptions(RelaxationOptions):
+    """RelaxationOptions (gamma = 1: Scellier & Bengio's energy) plus the nudged phases."""
+
     nudging_strength: float = 0.2  # beta
     nudging: Literal["symmetric", "one_sided"] = "symmetric"
-    free_steps: int = 15  # T1
     nudged_steps: int = 6  # T2, per nudged phase
-    feedback_strength: float = 0.25  # gamma; 1 = Scellier & Bengio's energy
-    schedule: Literal["alternating", "synchronous"] = "alternating"
-    initial_state: Literal["feedforward", "zeros"] = "feedforward"
-    tolerance: float = 0.0  # > 0: a phase stops once no state changes by more than this
 
     def __post_init__(self) -> None:
-        if not 0 < self.feedback_strength <= 1:
-            raise ValueError(
-                f"option 'feedback_strength' must be in (0, 1], got {self.feedback_strength}"
-            )
-        check_bounds(
-            self,
-            positive=("nudging_strength",),
-            non_negative=("tolerance",),
-            at_least_one=("free_steps", "nudged_steps"),
-        )
+        super().__post_init__()
+        check_bounds(self, positive=("nudging_strength",), at_least_one=("nudged_steps",))
 
 
 class EquilibriumPropagation(HopfieldRule):
