@@ -24,8 +24,8 @@ from pathlib import Path
 
 from _common import default_data_dir, fmt
 
-from ngrad.config import make_config
-from ngrad.training import run_training
+from ngrad.train.config import make_config
+from ngrad.train.loop import run_training
 
 LEARNING_RATES = {"bp": 0.2, "fa": 0.2, "kp": 0.3, "wm": 0.05}
 RULE_OPTIONS = {"fa": {"init": "gaussian"}, "wm": {"decay": 1.0, "rate": 1.0}}

@@ -37,8 +37,8 @@ import torch
 from _common import default_data_dir, epoch_time, fmt
 
 import ngrad
-from ngrad.config import make_config
-from ngrad.training import run_training
+from ngrad.train.config import make_config
+from ngrad.train.loop import run_training
 
 RULE_OPTIONS = {"microcircuit": {"depth_compensation": "none"}}  # others diverge on this network
 ACTIVATION = {"microcircuit": "tanh", "burstprop": "sigmoid", "segregated": "sigmoid"}

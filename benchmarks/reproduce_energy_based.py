@@ -25,8 +25,8 @@ from pathlib import Path
 
 from _common import default_data_dir, fmt
 
-from ngrad.config import make_config
-from ngrad.training import run_training
+from ngrad.train.config import make_config
+from ngrad.train.loop import run_training
 
 PUBLISHED = {"ep": (98.00, 50, "Laborieux & Zenke 2022"), "pc": (98.0, None, "W&B 2017; PCX 2024")}
 VARIANTS = {

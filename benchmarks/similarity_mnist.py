@@ -5,7 +5,7 @@ do better classifiers learn more backprop-like representations?
         [--seeds 3] [--epochs 3] [--train-subset 20000] [--hidden 256,256] [--samples 1000]
         [--bootstrap 200] [--reuse]
 
-Trains every registered rule that supports the network (``ngrad.compare.compare_rules``: same
+Trains every registered rule that supports the network (``ngrad.train.compare.compare_rules``: same
 network, data and seeds for all), then runs ``ngrad similarity`` on the compare directory: linear
 CKA and RSA of each layer to backprop's run with the same seed (backprop's own runs against its
 next seed), on the first ``--samples`` MNIST test images, and the correlation across runs of test
@@ -25,13 +25,13 @@ from pathlib import Path
 
 from _common import default_data_dir
 
-from ngrad.compare import compare_rules, format_table
-from ngrad.config import make_config
-from ngrad.similarity_command import (
+from ngrad.cli.similarity import (
     SimilaritySettings,
     print_report,
     run_similarity,
 )
+from ngrad.train.compare import compare_rules, format_table
+from ngrad.train.config import make_config
 
 
 def main() -> None:

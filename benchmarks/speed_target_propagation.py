@@ -49,7 +49,7 @@ def use_fast_tanh_everywhere() -> None:
     is several times slower than its sigmoid), so that BP's forward and backward use it too."""
     import dataclasses
 
-    from ngrad.activations import ACTIVATIONS
+    from ngrad.nn.activations import ACTIVATIONS
 
     ACTIVATIONS["tanh"] = dataclasses.replace(
         ACTIVATIONS["tanh"], function=lambda a: torch.sigmoid(2.0 * a) * 2.0 - 1.0

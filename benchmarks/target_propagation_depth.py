@@ -36,7 +36,7 @@ from _common import REPO
 
 import ngrad
 from ngrad.data import load_dataset
-from ngrad.rules.targets import mean_sample_norm
+from ngrad.rules.target_propagation.targets import mean_sample_norm
 
 RULES = ("tp", "dtp", "ddtp", "ldrl")
 STEP = 1e-4  # the top target step eta of every rule (small: targets in their first-order regime)

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from ngrad.cli import main
-from ngrad.config import make_config
-from ngrad.training import run_training
+from ngrad.train.config import make_config
+from ngrad.train.loop import run_training
 
 FAST = ["--epochs", "2", "--hidden", "16", "--diagnostics-samples", "64", "--no-progress"]
 
@@ -262,8 +262,8 @@ def test_console_entry_point_exit_codes(tmp_path):
 
 
 def test_load_run_restores_the_best_state(tmp_path):
-    from ngrad.runs import load_run
-    from ngrad.training import evaluate
+    from ngrad.train.loop import evaluate
+    from ngrad.train.runs import load_run
 
     out = tmp_path / "run"
     assert main(["train", "--rule", "kp", "--out", str(out), *FAST]) == 0

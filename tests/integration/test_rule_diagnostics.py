@@ -4,9 +4,9 @@ import dataclasses
 import json
 
 from ngrad import rules
-from ngrad.config import make_config
-from ngrad.rules.feedback_alignment import FeedbackAlignment
-from ngrad.training import run_training
+from ngrad.rules.feedback_alignment.feedback_alignment import FeedbackAlignment
+from ngrad.train.config import make_config
+from ngrad.train.loop import run_training
 
 
 class ReportingFA(FeedbackAlignment):

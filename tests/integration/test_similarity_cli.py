@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from ngrad import similarity
+from ngrad.analysis import similarity
 from ngrad.cli import main
-from ngrad.runs import load_run
+from ngrad.train.runs import load_run
 
 FAST = ["--samples", "120", "--bootstrap", "40", "--no-progress"]
 

@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 
 from ngrad.cli import main
-from ngrad.config import make_config
 from ngrad.data import load_dataset
 from ngrad.rules import get_rule_class
-from ngrad.training import build_network, run_training
+from ngrad.train.config import make_config
+from ngrad.train.loop import build_network, run_training
 
 FAST = ["--data", "digits", "--epochs", "1", "--diagnostics-samples", "64", "--no-progress"]
 

@@ -4,16 +4,16 @@ import pytest
 import torch
 
 import ngrad
-from ngrad.checks import bp_gradients, dense_network, max_relative_error, random_batch
-from ngrad.checks.compartmental import (
+from ngrad.errors import ConfigError
+from ngrad.rules.checking import bp_gradients, dense_network, max_relative_error, random_batch
+from ngrad.rules.compartmental.burstprop import SIGMOID_SLOPE_AT_ZERO
+from ngrad.rules.compartmental.checks import (
     closed_form_segregated_updates,
     hidden_activity_gradients,
     make_feedback_symmetric,
 )
-from ngrad.diagnostics import backprop_reference
-from ngrad.errors import ConfigError
-from ngrad.rules.burstprop import SIGMOID_SLOPE_AT_ZERO
-from ngrad.rules.compartments import teacher_potential
+from ngrad.rules.compartmental.compartments import teacher_potential
+from ngrad.rules.reference import backprop_reference
 
 DEEP = (12, 10, 9, 4)
 COMPARTMENTAL = ["microcircuit", "burstprop", "segregated"]

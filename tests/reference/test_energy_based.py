@@ -12,16 +12,16 @@ import pytest
 import torch
 
 import ngrad
-from ngrad.diagnostics import backprop_reference
 from ngrad.errors import ConfigError
-from ngrad.losses import get_loss
-from ngrad.rules.energy import fixed_point_gradient, hopfield_energy, relax
-from ngrad.rules.predictive_coding import (
+from ngrad.nn.losses import get_loss
+from ngrad.rules.energy_based.energy import fixed_point_gradient, hopfield_energy, relax
+from ngrad.rules.energy_based.predictive_coding import (
     feedforward_state,
     free_energy,
     prediction_errors,
     state_gradients,
 )
+from ngrad.rules.reference import backprop_reference
 
 SETTLED = {"free_steps": 200, "nudged_steps": 200}
 

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 import ngrad
-from ngrad.checks import max_relative_error, run_checks
-from ngrad.diagnostics import angle_degrees, backprop_reference
+from ngrad.numeric import angle_degrees
+from ngrad.rules.checking import max_relative_error, run_checks
+from ngrad.rules.reference import backprop_reference
 
 RULES = ngrad.available_rules()
 

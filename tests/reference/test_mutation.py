@@ -4,8 +4,9 @@ import pytest
 
 import ngrad
 from ngrad import rules
-from ngrad.checks import run_checks
-from ngrad.rules import direct_feedback_alignment, layerwise
+from ngrad.rules import layerwise
+from ngrad.rules.checking import run_checks
+from ngrad.rules.feedback_alignment import direct_feedback_alignment
 
 
 def _sign_flipped(cls):

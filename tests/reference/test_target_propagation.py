@@ -12,33 +12,33 @@ import torch
 
 import ngrad
 from ngrad import rules
-from ngrad.checks import max_relative_error, run_checks
-from ngrad.checks.target_propagation import (
+from ngrad.errors import ConfigError
+from ngrad.nn.losses import get_loss
+from ngrad.numeric import mean_angle_degrees
+from ngrad.rules.checking import max_relative_error, run_checks
+from ngrad.rules.reference import angles_to_backprop, backprop_reference
+from ngrad.rules.target_propagation.checks import (
     autograd_output_jacobians,
     check_trained_feedback_approaches_backprop,
     damped_gauss_newton,
     square_network,
     train_feedback,
 )
-from ngrad.diagnostics import angles_to_backprop, backprop_reference
-from ngrad.errors import ConfigError
-from ngrad.losses import get_loss
-from ngrad.rules.difference_target_propagation import (
+from ngrad.rules.target_propagation.difference_target_propagation import (
     DifferenceTargetPropagation,
     reconstruction_gradients,
 )
-from ngrad.rules.direct_difference_target_propagation import (
+from ngrad.rules.target_propagation.direct_difference_target_propagation import (
     difference_reconstruction_gradient,
     noise_responses,
 )
-from ngrad.rules.local_difference_reconstruction import (
+from ngrad.rules.target_propagation.local_difference_reconstruction import (
     LocalDifferenceReconstruction,
     local_difference_gradients,
 )
-from ngrad.rules.target_propagation import invert_layer
-from ngrad.rules.targets import (
+from ngrad.rules.target_propagation.target_propagation import invert_layer
+from ngrad.rules.target_propagation.targets import (
     gauss_newton_differences,
-    mean_angle_degrees,
     output_gradient,
     output_jacobians,
 )

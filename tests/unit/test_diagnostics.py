@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import ngrad
-from ngrad.diagnostics import angle_degrees, angles_to_backprop, measure, weight_alignment
+from ngrad.analysis.diagnostics import angle_degrees, angles_to_backprop, measure, weight_alignment
 
 
 def test_angle_closed_forms():

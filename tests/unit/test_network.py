@@ -4,9 +4,10 @@ import pytest
 import torch
 
 import ngrad
-from ngrad.activations import ACTIVATIONS, get_activation
-from ngrad.losses import LOSSES, get_loss
-from ngrad.network import Conv2dLayer, DenseLayer, fans, random_like
+from ngrad.nn.activations import ACTIVATIONS, get_activation
+from ngrad.nn.init import fans, random_like
+from ngrad.nn.layers import Conv2dLayer, DenseLayer
+from ngrad.nn.losses import LOSSES, get_loss
 
 
 @pytest.mark.parametrize("name", sorted(ACTIVATIONS))

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy.io import netcdf_file
 
+from ngrad.analysis.neural_data import NeuralDataError, load_neural_data, validate_recording
 from ngrad.errors import NgradError
-from ngrad.neural_data import NeuralDataError, load_neural_data, validate_recording
 
 
 def _arrays(n=40, sites=5, repetitions=3, seed=0):

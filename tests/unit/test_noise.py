@@ -1,6 +1,6 @@
 import torch
 
-from ngrad.noise import rademacher, random_bytes, uniform_levels
+from ngrad.rules.noise import rademacher, random_bytes, uniform_levels
 
 
 def test_random_bytes_are_uniform_and_seeded():

@@ -1,4 +1,4 @@
-"""ngrad.similarity against oracles: definitions computed the long way, SciPy, brute-force
+"""ngrad.analysis.similarity against oracles: definitions computed the long way, SciPy, brute-force
 U-statistics, and synthetic brains with a planted answer."""
 
 import itertools
@@ -10,7 +10,7 @@ import torch
 from scipy import stats
 
 import ngrad
-from ngrad.similarity import (
+from ngrad.analysis.similarity import (
     DegenerateRepresentationError,
     cka,
     neural_predictivity,

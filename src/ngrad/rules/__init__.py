@@ -5,29 +5,33 @@ from __future__ import annotations
 from typing import Any
 
 from ngrad.errors import ConfigError
-from ngrad.losses import Loss
-from ngrad.network import Network
+from ngrad.nn.losses import Loss
+from ngrad.nn.network import Network
 from ngrad.rules.backprop import Backprop
 from ngrad.rules.base import FeedbackPair, LearningRule, StepRecord
-from ngrad.rules.burstprop import Burstprop
-from ngrad.rules.contrastive_hebbian import ContrastiveHebbian
-from ngrad.rules.dendritic_microcircuit import DendriticMicrocircuit
-from ngrad.rules.difference_target_propagation import DifferenceTargetPropagation
-from ngrad.rules.direct_difference_target_propagation import DirectDifferenceTargetPropagation
-from ngrad.rules.direct_feedback_alignment import DirectFeedbackAlignment
-from ngrad.rules.equilibrium_propagation import EquilibriumPropagation
-from ngrad.rules.feedback_alignment import FeedbackAlignment
-from ngrad.rules.kolen_pollack import KolenPollack
-from ngrad.rules.local_difference_reconstruction import LocalDifferenceReconstruction
-from ngrad.rules.predictive_coding import PredictiveCoding
-from ngrad.rules.segregated_dendrites import SegregatedDendrites
-from ngrad.rules.sign_symmetry import (
+from ngrad.rules.compartmental.burstprop import Burstprop
+from ngrad.rules.compartmental.dendritic_microcircuit import DendriticMicrocircuit
+from ngrad.rules.compartmental.segregated_dendrites import SegregatedDendrites
+from ngrad.rules.energy_based.contrastive_hebbian import ContrastiveHebbian
+from ngrad.rules.energy_based.equilibrium_propagation import EquilibriumPropagation
+from ngrad.rules.energy_based.predictive_coding import PredictiveCoding
+from ngrad.rules.feedback_alignment.direct_feedback_alignment import DirectFeedbackAlignment
+from ngrad.rules.feedback_alignment.feedback_alignment import FeedbackAlignment
+from ngrad.rules.feedback_alignment.kolen_pollack import KolenPollack
+from ngrad.rules.feedback_alignment.sign_symmetry import (
     BatchRandomSignSymmetry,
     FixedRandomSignSymmetry,
     UniformSignSymmetry,
 )
-from ngrad.rules.target_propagation import TargetPropagation
-from ngrad.rules.weight_mirror import WeightMirror
+from ngrad.rules.feedback_alignment.weight_mirror import WeightMirror
+from ngrad.rules.target_propagation.difference_target_propagation import DifferenceTargetPropagation
+from ngrad.rules.target_propagation.direct_difference_target_propagation import (
+    DirectDifferenceTargetPropagation,
+)
+from ngrad.rules.target_propagation.local_difference_reconstruction import (
+    LocalDifferenceReconstruction,
+)
+from ngrad.rules.target_propagation.target_propagation import TargetPropagation
 
 __all__ = [
     "REGISTRY",

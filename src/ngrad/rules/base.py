@@ -1,6 +1,6 @@
 """The contract every learning rule implements.
 
-A rule owns a :class:`~ngrad.network.Network` and any feedback pathway it needs. Its
+A rule owns a :class:`~ngrad.nn.network.Network` and any feedback pathway it needs. Its
 ``backward(x, y)`` runs every phase the rule needs on one mini-batch and *writes* its update into
 ``.grad`` of every parameter it trains (forward weights and, where the rule learns them, feedback
 weights), so any ``torch.optim`` optimiser, scheduler or gradient clipping applies it unchanged. The
@@ -19,8 +19,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from ngrad.losses import Loss, get_loss
-from ngrad.network import Network
+from ngrad.nn.losses import Loss, get_loss
+from ngrad.nn.network import Network
 from ngrad.options import build_options, options_as_dict
 
 __all__ = ["FeedbackPair", "LearningRule", "NoOptions", "StepRecord", "assign_gradient"]

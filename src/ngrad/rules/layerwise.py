@@ -17,8 +17,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from ngrad.losses import Loss
-from ngrad.network import ForwardTrace, Network, random_like
+from ngrad.nn.init import random_like
+from ngrad.nn.losses import Loss
+from ngrad.nn.network import ForwardTrace, Network
 from ngrad.rules.base import FeedbackPair, LearningRule, StepRecord, assign_gradient
 
 __all__ = [

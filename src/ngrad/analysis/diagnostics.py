@@ -1,0 +1,88 @@
+"""How gradient-like is a rule? Generic measurements against autograd's backprop.
+
+Anything that fills ``.grad`` can be compared, so every function here works for every rule.
+
+- **Update angle** per layer: arccos(<A, B>_F / (|A|_F |B|_F)) in degrees between the rule's
+  weight update A and the backprop gradient B on the same mini-batch (cosine clamped to [-1, 1];
+  NaN when either norm is zero).
+- **Error angle** per layer: the mean over samples of the angle between the error signal the rule
+  delivers to a_l and backprop's dL/da_l (Akrout et al. 2019's "delta angle").
+- **Weight alignment**: the angle between vec(W_l) and vec(B_l^T), and |B| / |W|.
+- **Error size across depth**: RMS of backprop's dL/da_l and of the rule's error signal per layer.
+
+Measurements run on a deep copy of the rule with the random-number state restored afterwards, so
+measuring never changes what training does.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from ngrad.numeric import angle_degrees, json_ready, nan_to_none, root_mean_square, rowwise_angles
+from ngrad.rules.base import LearningRule
+from ngrad.rules.reference import (
+    BackpropReference,
+    angles_to_backprop,
+    backprop_reference,
+    rule_step_on_copy,
+)
+
+__all__ = [
+    "BackpropReference",
+    "angle_degrees",
+    "angles_to_backprop",
+    "backprop_reference",
+    "measure",
+    "weight_alignment",
+]
+
+
+@torch.no_grad()
+def weight_alignment(rule: LearningRule) -> list[dict[str, float]]:
+    """Per feedback matrix: the layer l (numbered 1..L as in the paper), the angle between B_l^T
+    and what it stands for (W_l; for DFA, W_L ... W_{l+1}) in degrees, and the norm ratio."""
+    return [
+        {
+            "layer": pair.layer + 1,
+            "angle_deg": angle_degrees(pair.feedback, pair.forward),
+            "norm_ratio": float(
+                torch.linalg.vector_norm(pair.feedback) / torch.linalg.vector_norm(pair.forward)
+            ),
+        }
+        for pair in rule.feedback_pairs()
+    ]
+
+
+def measure(rule: LearningRule, inputs: Tensor, targets: Tensor) -> dict[str, list]:
+    """All per-layer diagnostics on one batch, JSON-ready (NaN becomes None)."""
+    twin, record = rule_step_on_copy(rule, inputs, targets)
+    reference = backprop_reference(rule.network, rule.loss, inputs, targets)
+    update_angles = [
+        angle_degrees(layer.weight.grad, gradient) if layer.weight.grad is not None else math.nan
+        for layer, gradient in zip(twin.network.layers, reference.weight_gradients, strict=True)
+    ]
+    result: dict[str, list] = {
+        "angle_to_bp_deg": [nan_to_none(a) for a in update_angles],
+        "bp_error_rms": [root_mean_square(e) for e in reference.errors],
+    }
+    if record.layer_errors is not None:
+        result["error_angle_to_bp_deg"] = [
+            nan_to_none(float(rowwise_angles(mine, true).mean()))
+            for mine, true in zip(record.layer_errors, reference.errors, strict=True)
+        ]
+        result["rule_error_rms"] = [root_mean_square(e) for e in record.layer_errors]
+    rule_specific: dict[str, object] = {**record.scalars, **record.series}
+    with torch.random.fork_rng(devices=[]):
+        rule_specific.update(twin.diagnose(inputs, targets))
+    if rule_specific:
+        result["rule_diagnostics"] = json_ready(rule_specific)
+    alignment = weight_alignment(rule)
+    if alignment:
+        result["weight_alignment"] = [
+            {key: nan_to_none(value) if key != "layer" else value for key, value in item.items()}
+            for item in alignment
+        ]
+    return result

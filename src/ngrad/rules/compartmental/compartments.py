@@ -1,0 +1,93 @@
+"""Pure pieces shared by the rules whose neurons have compartments (microcircuit, burstprop,
+segregated dendrites).
+
+Membrane dynamics. A compartment of conductance-weighted equilibrium u_inf and total conductance
+g_tot obeys du/dt = g_tot (u_inf - u) (capacitance 1). ngrad integrates it with the exponential
+Euler step
+
+    u <- u + (1 - exp(-dt g_tot)) (u_inf - u),
+
+exact while u_inf is constant over the step and stable for any dt (plain Euler diverges once
+dt g_tot > 2). All potentials are dimensionless, rest = 0.
+
+Teacher. ngrad's losses act on a linear output layer (logits), so every rule here nudges the output
+soma toward the target potential u_trg = a_L - N dL/da_L (N the batch size: the loss is a batch
+mean). For the squared error this is the one-hot label itself, as in the papers; for the
+cross-entropy it is the logit vector moved by (onehot - softmax).
+
+Inspection. :class:`CompartmentTrace` holds every compartment's potential at every step of a
+forward phase followed by a teaching phase, so one neuron can be drawn as the review's Figure 4.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ngrad.nn.activations import get_activation
+from ngrad.nn.layers import DenseLayer
+from ngrad.nn.losses import Loss
+from ngrad.nn.network import Network
+
+__all__ = [
+    "CompartmentTrace",
+    "has_dense_layers_and_linear_output",
+    "input_power",
+    "relaxation_rate",
+    "stack_steps",
+    "teacher_potential",
+]
+
+_LINEAR = get_activation("identity")
+
+
+@dataclass(frozen=True)
+class CompartmentTrace:
+    """Potentials of every compartment at every simulated step of one batch.
+
+    ``phases`` names the phases in order with their step counts, e.g. (("forward", 8),
+    ("teaching", 8)). ``layers[i]`` belongs to layer i + 1 (numbered 1..L as in the paper) and maps
+    a compartment name ("basal", "apical", "soma", ...) to a tensor of shape (steps, batch, units).
+    """
+
+    phases: tuple[tuple[str, int], ...]
+    layers: tuple[dict[str, Tensor], ...]
+
+    @property
+    def steps(self) -> int:
+        return sum(count for _, count in self.phases)
+
+
+def relaxation_rate(dt: float, total_conductance: float) -> float:
+    """Fraction of the way to equilibrium covered in one exponential-Euler step."""
+    return 1.0 - math.exp(-dt * total_conductance)
+
+
+def teacher_potential(loss: Loss, output_potential: Tensor, targets: Tensor) -> Tensor:
+    """u_trg = a_L - N dL/da_L for a linear output layer whose potential (logits) is given."""
+    error = loss.output_error(output_potential, output_potential, targets, _LINEAR)
+    return output_potential - output_potential.shape[0] * error
+
+
+def input_power(rates: Tensor) -> float:
+    """1 + mean over the batch of |r|^2: normalises a least-squares synapse's step (NLMS)."""
+    return 1.0 + float(rates.pow(2).sum(dim=1).mean())
+
+
+def has_dense_layers_and_linear_output(network: Network, hidden: tuple[str, ...] = ()) -> bool:
+    """All layers dense, the last one linear (logits); ``hidden`` restricts the hidden
+    activations when not empty."""
+    layers = list(network.layers)
+    if not all(isinstance(layer, DenseLayer) for layer in layers):
+        return False
+    if layers[-1].activation.name != "identity":
+        return False
+    return not hidden or all(layer.activation.name in hidden for layer in layers[:-1])
+
+
+def stack_steps(steps: list[Tensor]) -> Tensor:
+    """(steps, batch, units) from a list of per-step (batch, units) tensors."""
+    return torch.stack(steps)

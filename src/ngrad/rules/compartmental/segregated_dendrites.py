@@ -1,0 +1,247 @@
+"""Segregated dendrites: plateau potentials at the end of a forward and a target phase.
+
+Hidden layer l = 1..L-1: neurons with a basal dendrite, a soma and an apical dendrite that is
+electrotonically segregated (it does not drive the soma). The output layer L has a dendrite and a
+soma that the teacher nudges in the target phase. Rates r_l = f(C_l), r_0 = x; conductances g_L
+(leak), g_B (basal), g_D (output dendrite), g_som (teacher):
+
+    basal      v^_B,l = W_l r_{l-1} + b_l
+    soma       dC_l/dt = -g_L C_l + g_B (v_B,l - C_l)     => C_l -> v^_B,l = k_B v_B,l
+    apical     A_l = Y_l r_L                               (feedback straight from the output)
+    output     dC_L/dt = -g_L C_L + g_D (v_B,L - C_L) [+ g_som (u_trg - C_L) in the target phase]
+    plateaus   alpha^f_l = sigma(mean A_l over the end of the forward phase), alpha^t_l likewise
+    hidden     L^l = || f(C_bar^f_l) + alpha^t_l - alpha^f_l - f(C_l) ||^2 / 2  (target fixed):
+               Delta W_l ~ (alpha^t_l - alpha^f_l) * f'(C_bar^f_l) r_bar^f_{l-1}^T
+    output     Delta W_L ~ (f(C_bar^t_L) - f(C_bar^f_L)) * f'(C_bar^f_L) r_bar^f_{L-1}^T
+
+with bars the averages over the window at the end of a phase and k_B = g_B / (g_L + g_B) folded
+into W (the soma settles at v^_B, so the network's feedforward pass is the forward phase's steady
+state and ``forward`` is that pass). Locality: a hidden synapse uses its presynaptic rate, its
+neuron's somatic potential and the neuron's own two plateau potentials; Y is fixed and random.
+
+Guerguiev, Lillicrap & Richards (2017). Towards deep learning with segregated dendrites. eLife 6,
+e22901.
+
+Kept: two phases of fixed length, leaky somatic integration with the paper's conductances
+(g_L = 0.1, g_B = g_D = 0.6, the teacher's g_E + g_I = 1), no apical conductance, plateaus as the
+sigmoid of the apical potential averaged over the end of each phase (the paper: the last 20 of 50
+steps), the local hidden loss, direct random feedback from the output to every hidden layer.
+Simplified: rates instead of Poisson spikes (no synaptic kernel: a synapse's input is the
+presynaptic rate), phases of fixed length (the paper drew them from a Wald distribution), all
+neurons plateau at the same step, any hidden activation (the paper: sigmoid with maximum rate
+0.2), exponential Euler steps, and the teacher nudges the output potential toward
+u_trg = a_L - N dL/da_L (``compartments.py``) instead of pulling target units to E_E = 8 and the
+others to E_I = -8. The forward phase starts from the somata settled on the input (the basal
+potentials: with a segregated apical this is the forward phase's equilibrium, so its averages are
+exact; starting from rest, a phase too short to settle biases the output update toward growing
+logits), the target phase from where the forward phase ended. Every update is divided by
+lambda N sigma'(0), lambda = g_som / (g_L + g_D + g_som), which makes the output update BP's
+gradient and a hidden update DFA's (BP's for one hidden layer with Y = W_L) when the apical
+potential is near 0. Default steps (4 + 8, window 4, ``dt`` = 1): the target phase settles to
+1e-4 of its fixed point before the window, at about 5x backprop's time per batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from ngrad.nn.init import random_like
+from ngrad.nn.network import Network
+from ngrad.numeric import root_mean_square
+from ngrad.options import check_bounds
+from ngrad.rules.base import FeedbackPair, LearningRule, StepRecord, assign_gradient
+from ngrad.rules.compartmental.compartments import (
+    CompartmentTrace,
+    has_dense_layers_and_linear_output,
+    relaxation_rate,
+    stack_steps,
+    teacher_potential,
+)
+
+__all__ = ["PhaseAverages", "SegregatedDendrites"]
+
+SIGMOID_SLOPE_AT_ZERO = 0.25
+
+
+@dataclass(frozen=True)
+class SegregatedOptions:
+    g_leak: float = 0.1
+    g_basal: float = 0.6
+    g_dendrite: float = 0.6  # output dendrite to soma
+    g_soma: float = 1.0  # teacher conductance (g_E + g_I in the paper)
+    dt: float = 1.0
+    forward_steps: int = 4
+    target_steps: int = 8
+    plateau_window: int = 4  # steps averaged at the end of each phase
+    init: Literal["pytorch", "xavier", "kaiming", "gaussian"] = "pytorch"  # of Y
+    scale: float = 1.0  # multiplies Y after drawing it
+
+    def __post_init__(self) -> None:
+        check_bounds(
+            self,
+            positive=("g_basal", "g_dendrite", "g_soma", "dt", "scale"),
+            non_negative=("g_leak",),
+            at_least_one=("plateau_window",),
+        )
+        for name in ("forward_steps", "target_steps"):
+            if getattr(self, name) < self.plateau_window:
+                raise ValueError(
+                    f"option {name!r} must be >= plateau_window ({self.plateau_window}), "
+                    f"got {getattr(self, name)}"
+                )
+
+
+@dataclass(frozen=True)
+class PhaseAverages:
+    """Averages over the window at the end of one phase."""
+
+    soma: list[Tensor]  # C_bar_l, l = 1..L
+    rates: list[Tensor]  # r_bar_l, l = 0..L (r_0 = x)
+    apical: list[Tensor]  # A_bar_l, hidden layers
+    plateau: list[Tensor]  # alpha_l = sigma(A_bar_l)
+
+
+class SegregatedDendrites(LearningRule):
+    name = "segregated"
+    summary = "segregated dendrites: hidden loss on plateau potentials of two phases"
+    citation = "Guerguiev, Lillicrap & Richards 2017, eLife 6:e22901"
+    Options = SegregatedOptions
+
+    def __init__(self, network: Network, loss="cross_entropy", **options) -> None:
+        super().__init__(network, loss, **options)
+        top = network.layers[-1].weight.detach()
+        for index, layer in enumerate(list(network.layers)[:-1]):
+            shape_like = top.new_empty(top.shape[0], layer.out_features)
+            feedback = random_like(shape_like, self.options.init, self.options.scale)
+            self.register_buffer(f"feedback_{index + 1}", feedback)
+
+    @classmethod
+    def supports(cls, network: Network) -> bool:
+        return len(network.layers) >= 2 and has_dense_layers_and_linear_output(network)
+
+    def feedback_blocks(self) -> list[Tensor]:
+        """Y_l in (outputs x units of layer l) orientation: A_l = r_L @ Y_l."""
+        return [getattr(self, f"feedback_{i}") for i in range(1, len(self.network.layers))]
+
+    def feedback_pairs(self) -> list[FeedbackPair]:
+        """Y_l against W_L ... W_{l+1}, what it stands in for (as DFA's blocks)."""
+        layers, pairs = list(self.network.layers), []
+        for index, block in enumerate(self.feedback_blocks()):
+            product = layers[-1].weight
+            for layer in reversed(layers[index + 1 : -1]):
+                product = product @ layer.weight
+            pairs.append(FeedbackPair(index, block, product))
+        return pairs
+
+    def _nudge(self) -> float:
+        o = self.options
+        return o.g_soma / (o.g_leak + o.g_dendrite + o.g_soma)
+
+    # -- dynamics ------------------------------------------------------------------------------
+    def _phase(
+        self, inputs: Tensor, soma: list[Tensor], steps: int, teacher: Tensor | None, visited
+    ) -> tuple[list[Tensor], PhaseAverages]:
+        o, layers = self.options, list(self.network.layers)
+        hidden_rate = relaxation_rate(o.dt, o.g_leak + o.g_basal)
+        output_total = o.g_leak + o.g_dendrite + (o.g_soma if teacher is not None else 0.0)
+        output_rate = relaxation_rate(o.dt, output_total)
+        window: list[tuple[list[Tensor], list[Tensor], list[Tensor]]] = []
+        for step in range(steps):
+            rates = [inputs] + [layer.activation(c) for layer, c in zip(layers, soma, strict=True)]
+            basal = [layer.pre_activation(rates[i]) for i, layer in enumerate(layers)]
+            top = basal[-1]
+            if teacher is not None:
+                top = top + self._nudge() * (teacher - top)
+            equilibria = [*basal[:-1], top]
+            soma = [
+                torch.lerp(c, target, hidden_rate if i < len(layers) - 1 else output_rate)
+                for i, (c, target) in enumerate(zip(soma, equilibria, strict=True))
+            ]
+            rates = [inputs] + [layer.activation(c) for layer, c in zip(layers, soma, strict=True)]
+            apical = [rates[-1] @ block for block in self.feedback_blocks()]
+            if visited is not None:
+                visited.append((basal, apical, soma))
+            if step >= steps - o.plateau_window:
+                window.append((soma, rates, apical))
+        return soma, self._average(window)
+
+    @staticmethod
+    def _average(window) -> PhaseAverages:
+        count = len(window)
+
+        def mean(position: int) -> list[Tensor]:
+            return [
+                sum(items) / count for items in zip(*(w[position] for w in window), strict=True)
+            ]
+
+        soma, rates, apical = mean(0), mean(1), mean(2)
+        return PhaseAverages(soma, rates, apical, [torch.sigmoid(a) for a in apical])
+
+    def _phases(self, inputs: Tensor, targets: Tensor, visited=None):
+        inputs = inputs.flatten(1)
+        settled = list(self.network.trace(inputs).pre_activations)
+        soma, forward = self._phase(inputs, settled, self.options.forward_steps, None, visited)
+        teacher = teacher_potential(self.loss, forward.soma[-1], targets)
+        _, target = self._phase(inputs, soma, self.options.target_steps, teacher, visited)
+        return forward, target
+
+    # -- plasticity ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def backward(self, inputs: Tensor, targets: Tensor) -> StepRecord:
+        forward, target = self._phases(inputs, targets)
+        layers = list(self.network.layers)
+        scale = self._nudge() * inputs.shape[0]
+        errors = []
+        for index, layer in enumerate(layers):
+            potential = forward.soma[index]
+            slope = layer.activation.derivative(potential, layer.activation(potential))
+            if index < len(layers) - 1:
+                difference = target.plateau[index] - forward.plateau[index]
+                error = difference * slope / (-scale * SIGMOID_SLOPE_AT_ZERO)
+            else:
+                difference = target.rates[-1] - forward.rates[-1]
+                error = difference * slope / -scale
+            assign_gradient(layer.weight, layer.weight_gradient(error, forward.rates[index]))
+            if layer.bias is not None:
+                assign_gradient(layer.bias, layer.bias_gradient(error))
+            errors.append(error)
+        series = {
+            "plateau_difference_by_layer": [
+                root_mean_square(t - f)
+                for t, f in zip(target.plateau, forward.plateau, strict=True)
+            ],
+            "apical_potential_by_layer": [root_mean_square(a) for a in target.apical],
+        }
+        output = forward.soma[-1]
+        return StepRecord(self.loss(output, targets), output, tuple(errors), {}, series)
+
+    @torch.no_grad()
+    def phase_averages(
+        self, inputs: Tensor, targets: Tensor
+    ) -> tuple[PhaseAverages, PhaseAverages]:
+        """What the plasticity reads: end-of-phase averages of the forward and target phases."""
+        return self._phases(inputs, targets)
+
+    @torch.no_grad()
+    def compartment_trace(self, inputs: Tensor, targets: Tensor) -> CompartmentTrace:
+        """Basal (v_B = v^_B / k_B), apical and somatic potentials at every step."""
+        visited: list = []
+        self._phases(inputs, targets, visited)
+        o = self.options
+        gains = [(o.g_leak + o.g_basal) / o.g_basal] * (len(self.network.layers) - 1)
+        gains.append((o.g_leak + o.g_dendrite) / o.g_dendrite)
+        layers = []
+        for index, gain in enumerate(gains):
+            entry = {
+                "basal": stack_steps([basal[index] * gain for basal, _, _ in visited]),
+                "soma": stack_steps([soma[index] for _, _, soma in visited]),
+            }
+            if index < len(gains) - 1:
+                entry["apical"] = stack_steps([apical[index] for _, apical, _ in visited])
+            layers.append(entry)
+        phases = (("forward", o.forward_steps), ("target", o.target_steps))
+        return CompartmentTrace(phases, tuple(layers))

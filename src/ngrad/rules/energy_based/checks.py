@@ -1,0 +1,267 @@
+"""Reference properties of the energy-based rules: EP, CHL and predictive coding (REFERENCES.md).
+
+Oracles: the gradient at the free fixed point by implicit differentiation (recurrent backprop,
+``energy.fixed_point_gradient``; the tests also run autograd through the relaxation), autograd's
+backprop, and closed forms (the delta rule; PC's equilibrium on a linear network).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+from torch import Tensor
+
+from ngrad.nn.network import Network
+from ngrad.rules import LearningRule, make_rule
+from ngrad.rules.checking import (
+    CheckResult,
+    bp_gradients,
+    check_of,
+    dense_network,
+    max_relative_error,
+    random_batch,
+    weight_updates,
+)
+from ngrad.rules.energy_based.contrastive_hebbian import ContrastiveHebbian
+from ngrad.rules.energy_based.energy import hopfield_energy, relax
+from ngrad.rules.energy_based.equilibrium_propagation import EquilibriumPropagation
+from ngrad.rules.energy_based.predictive_coding import PredictiveCoding, free_energy
+
+SETTLED = {"free_steps": 200, "nudged_steps": 200}  # phases run to a fixed point (1e-15)
+
+
+def parameter_updates(rule: LearningRule) -> list[Tensor]:
+    layers = rule.network.layers
+    return [layer.weight.grad.clone() for layer in layers] + [
+        layer.bias.grad.clone() for layer in layers
+    ]
+
+
+def min_cosine(updates: list[Tensor], references: list[Tensor]) -> float:
+    """Smallest cosine similarity over pairs of tensors (seen as vectors)."""
+    worst = 1.0
+    for update, reference in zip(updates, references, strict=True):
+        a, b = update.flatten(), reference.flatten()
+        worst = min(worst, float(a @ b / (a.norm() * b.norm())))
+    return worst
+
+
+def relative_error(updates: list[Tensor], references: list[Tensor]) -> float:
+    """|update - reference| / |reference| over all tensors together."""
+    difference = sum(float((u - r).pow(2).sum()) for u, r in zip(updates, references, strict=True))
+    size = sum(float(r.pow(2).sum()) for r in references)
+    return (difference / size) ** 0.5
+
+
+def ep_error_to_fixed_point_gradient(
+    rule_name: str, network: Network, loss: str, beta: float, nudging: str, **options
+) -> tuple[float, float]:
+    """(relative error, min cosine) of EP's update to dC/dtheta at the free fixed point."""
+    inputs, targets = random_batch((12,), 4)
+    rule = make_rule(
+        rule_name, network, loss, nudging_strength=beta, nudging=nudging, **SETTLED, **options
+    )
+    rule.backward(inputs, targets)
+    states = rule.free_phase(rule.input_drive(inputs)).states
+    weights, biases = rule.fixed_point_gradients(inputs, targets, states)
+    updates, exact = parameter_updates(rule), [*weights, *biases]
+    return relative_error(updates, exact), min_cosine(updates, exact)
+
+
+@check_of(EquilibriumPropagation)
+def check_ep_equals_fixed_point_gradient(rule_name: str, **options) -> list[CheckResult]:
+    """Symmetric nudging at small beta: the update is the gradient at the free fixed point."""
+    results = []
+    for loss, gamma in (("cross_entropy", 1.0), ("mse", 0.5)):
+        _, cosine = ep_error_to_fixed_point_gradient(
+            rule_name, dense_network(), loss, 1e-3, "symmetric", feedback_strength=gamma, **options
+        )
+        label = f"1-cos(EP beta=1e-3, RBP grad at free fixed pt), {loss}, gamma={gamma:g}"
+        results.append(CheckResult(rule_name, label, 1.0 - cosine, 1e-3, "<"))
+    return results
+
+
+@check_of(EquilibriumPropagation)
+def check_ep_bias_shrinks_with_beta(rule_name: str, **options) -> list[CheckResult]:
+    """The estimator's error falls as beta does: O(beta^2) symmetric, O(beta) one-sided."""
+    results = []
+    for nudging, bound in (("symmetric", 0.02), ("one_sided", 0.2)):
+        coarse, _ = ep_error_to_fixed_point_gradient(
+            rule_name, dense_network(), "cross_entropy", 0.1, nudging, **options
+        )
+        fine, _ = ep_error_to_fixed_point_gradient(
+            rule_name, dense_network(), "cross_entropy", 0.01, nudging, **options
+        )
+        label = f"{nudging}: error(beta=0.01) / error(beta=0.1) (exact: {bound / 2:g})"
+        results.append(CheckResult(rule_name, label, fine / coarse, bound, "<"))
+    return results
+
+
+@check_of(EquilibriumPropagation, ContrastiveHebbian)
+def check_free_phase_settles(rule_name: str, **options) -> list[CheckResult]:
+    """The alternating free phase never raises the energy and reaches a fixed point."""
+    network = dense_network(sizes=(12, 16, 16, 4))
+    inputs, _ = random_batch((12,), 4, n=32)
+    rule = make_rule(rule_name, network, "mse", feedback_strength=1.0, **options)
+    drive = rule.input_drive(inputs)
+    states = rule.initial_states(drive)
+    energies = [hopfield_energy(network, inputs, states)]
+    for _ in range(150):
+        states = relax(network, drive, states, 1, rule.free_update(), 1.0, "alternating").states
+        energies.append(hopfield_energy(network, inputs, states, 1.0))
+    rise = float(max((after - before).max() for before, after in itertools.pairwise(energies)))
+    scale = float(energies[0].abs().max())
+    residual = relax(network, drive, states, 1, rule.free_update(), 1.0, "alternating").residual
+    return [
+        CheckResult(
+            rule_name, "largest energy rise per step / |E| (alternating)", rise / scale, 1e-12, "<"
+        ),
+        CheckResult(
+            rule_name, "free-phase residual max|s_t - s_t-1| after 150 steps", residual, 1e-10, "<"
+        ),
+    ]
+
+
+@check_of(ContrastiveHebbian)
+def check_chl_is_ep_at_infinite_nudging(rule_name: str, **options) -> list[CheckResult]:
+    """beta x (one-sided EP at beta) -> CHL as beta -> infinity (linear outputs, mse)."""
+    inputs, targets = random_batch((12,), 4)
+    chl = make_rule(rule_name, dense_network(), "mse", free_steps=200, clamped_steps=200, **options)
+    chl.backward(inputs, targets)
+    expected = parameter_updates(chl)
+    errors = {}
+    for beta in (1e2, 1e4):
+        ep = make_rule(
+            "ep",
+            dense_network(),
+            "mse",
+            nudging_strength=beta,
+            nudging="one_sided",
+            feedback_strength=chl.options.feedback_strength,
+            **SETTLED,
+        )
+        ep.backward(inputs, targets)
+        errors[beta] = relative_error([beta * u for u in parameter_updates(ep)], expected)
+    return [
+        CheckResult(
+            rule_name, "|beta EP(beta) - CHL| / |CHL| at beta = 1e4", errors[1e4], 1e-3, "<"
+        ),
+        CheckResult(
+            rule_name,
+            "that error at 1e4 / at 1e2 (exact: 1e-2)",
+            errors[1e4] / errors[1e2],
+            0.02,
+            "<",
+        ),
+    ]
+
+
+@check_of(ContrastiveHebbian)
+def check_chl_single_layer_is_delta_rule(rule_name: str, **options) -> list[CheckResult]:
+    """One linear layer: clamped minus free co-activity is -(dMSE/dW), backprop's gradient."""
+    network = dense_network(activation="identity", sizes=(12, 4))
+    inputs, targets = random_batch((12,), 4)
+    rule = make_rule(rule_name, network, "mse", **options)
+    rule.backward(inputs, targets)
+    reference = bp_gradients(network, inputs, targets, "mse")
+    error = max_relative_error(weight_updates(rule), reference.weight_gradients)
+    return [
+        CheckResult(
+            rule_name, "single linear layer: CHL = delta rule (BP on mse)", error, 1e-10, "<"
+        )
+    ]
+
+
+@check_of(PredictiveCoding)
+def check_pc_weak_clamping_matches_bp(rule_name: str, **options) -> list[CheckResult]:
+    """At equilibrium, the update tends to backprop's gradient as the output clamping -> 0."""
+    inputs, targets = random_batch((12,), 4)
+    errors, cosine = {}, 1.0
+    for clamping in (1e-2, 1e-3):
+        network = dense_network()
+        rule = make_rule(
+            rule_name, network, steps=300, inference_rate=0.3, output_clamping=clamping, **options
+        )
+        rule.backward(inputs, targets)
+        reference = bp_gradients(network, inputs, targets).weight_gradients
+        errors[clamping] = relative_error(weight_updates(rule), reference)
+        cosine = min_cosine(weight_updates(rule), reference)
+    return [
+        CheckResult(
+            rule_name,
+            "1 - cos(PC update, BP gradient) at clamping 1e-3, at equilibrium",
+            1.0 - cosine,
+            1e-3,
+            "<",
+        ),
+        CheckResult(
+            rule_name,
+            "error to BP at clamping 1e-3 / at 1e-2 (exact: 0.1)",
+            errors[1e-3] / errors[1e-2],
+            0.2,
+            "<",
+        ),
+    ]
+
+
+def linear_equilibrium_errors(network: Network, inputs: Tensor, targets: Tensor, clamping: float):
+    """PC's errors at equilibrium on a linear network with the squared error, in closed form:
+    (I + gamma W_L^T W_L S) eps_{L-1} = gamma W_L^T r,  eps_l = P_l^T eps_{L-1},
+    eps_L = gamma (r - W_L S eps_{L-1}), with P_l = W_{L-1} ... W_{l+1}, S = sum_l P_l P_l^T and
+    r = y - (feedforward output) (derivation: set dF/dx = 0 with x = mu + eps, layer by layer)."""
+    weights = [layer.weight.detach() for layer in network.layers]
+    hidden = len(weights) - 1
+    width = weights[-1].shape[1]
+    products = [torch.eye(width, dtype=inputs.dtype)]  # P_{L-1} = I, then down to P_1
+    for weight in reversed(weights[1:-1]):
+        products.append(products[-1] @ weight)
+    products.reverse()
+    coupling = sum(p @ p.t() for p in products)
+    with torch.no_grad():
+        feedforward = network(inputs)
+    goal = torch.nn.functional.one_hot(targets, weights[-1].shape[0]).to(inputs.dtype)
+    residual = goal - feedforward
+    top_weight = weights[-1]
+    system = (
+        torch.eye(width, dtype=inputs.dtype) + clamping * top_weight.t() @ top_weight @ coupling
+    )
+    top_hidden = torch.linalg.solve(system, clamping * top_weight.t() @ residual.t()).t()
+    errors = [top_hidden @ p for p in products[:hidden]]
+    errors.append(clamping * (residual - top_hidden @ coupling.t() @ top_weight.t()))
+    return errors
+
+
+@check_of(PredictiveCoding)
+def check_pc_linear_equilibrium(rule_name: str, **options) -> list[CheckResult]:
+    """Linear network, squared error: the errors PC settles to equal their closed form."""
+    network = dense_network(activation="identity", sizes=(12, 10, 9, 4))
+    inputs, targets = random_batch((12,), 4)
+    clamping = 0.5
+    rule = make_rule(
+        rule_name,
+        network,
+        "mse",
+        steps=600,
+        inference_rate=0.3,
+        output_clamping=clamping,
+        **options,
+    )
+    with torch.no_grad():
+        _, visited = rule.infer(inputs, targets)
+    expected = linear_equilibrium_errors(network, inputs, targets, clamping)
+    error = max_relative_error(visited[-1].errors, expected)
+    energies = [free_energy(state, network, rule.loss, targets, clamping) for state in visited]
+    rise = max(after - before for before, after in itertools.pairwise(energies))
+    return [
+        CheckResult(
+            rule_name, "linear net: settled errors vs closed form (max rel.)", error, 1e-8, "<"
+        ),
+        CheckResult(
+            rule_name,
+            "largest free-energy rise per inference step / F(start)",
+            rise / energies[0],
+            1e-12,
+            "<",
+        ),
+    ]

@@ -1,0 +1,239 @@
+"""Equilibrium propagation (EP): the gradient from two nudged equilibria of a Hopfield network.
+
+Energy of the layered network (``energy.py``; states s_l in the range of f_l, s_0 = x clamped,
+feedback strength gamma, 1 in Scellier & Bengio's energy):
+    E(s) = sum_l gamma^{l-1} [ sum_i G_l(s_{l,i}) - s_l . (W_l s_{l-1} + b_l) ],  G_l' = f_l^{-1}
+Total energy with the cost C nudging the state: F = E + beta C. Dynamics (discrete time,
+Laborieux et al. 2021): s_l <- f_l(W_l s_{l-1} + b_l + gamma W_{l+1}^T s_{l+1}), whose fixed
+points are the stationary points of F.
+- free phase: beta = 0, ``free_steps`` steps from the feedforward state (or from zeros) to s^0;
+- nudged phases: from s^0, ``nudged_steps`` steps with +beta (and -beta when symmetric) to s^{+-};
+- update (Scellier & Bengio 2017, eq. 10; symmetric form of Laborieux et al. 2021):
+    grad W_l = -(gamma^{l-M} / ((beta_+ - beta_-) N)) sum_n (s+_l s+_{l-1}^T - s-_l s-_{l-1}^T)
+    grad b_l = -(gamma^{l-M} / ((beta_+ - beta_-) N)) sum_n (s+_l - s-_l)
+  with (beta_+, beta_-) = (beta, -beta) (symmetric: error O(beta^2)) or (beta, 0) with s^- = s^0
+  (one-sided: error O(beta)). As beta -> 0 this is dC/dtheta at the free fixed point. beta
+  (``nudging_strength``) is the nudge the top relaxed layer M feels, i.e. F = E / gamma^{M-1} +
+  beta C, Laborieux et al.'s beta at gamma = 1 (hence gamma^{l-M}: dE/dW_l carries gamma^{l-1}).
+Output variants (chosen by the rule's loss):
+- ``mse``: the output units are states (M = L) and C = |s_L - y|^2 / 2 (identity outputs: exact
+  minimiser s_L = (u_L + beta y) / (1 + beta), so symmetric nudging needs beta < 1; others:
+  s_L <- f_L(u_L + beta (y - s_L)), Laborieux et al.'s form).
+- ``cross_entropy`` / ``bce``: the last layer is a readout a_L = W_L s_{L-1} + b_L outside the
+  energy (Laborieux et al. 2021, Sec. 2.3); C = L(a_L, y) nudges s_{L-1} by -beta W_L^T dL/da_L;
+  the readout's own update is (beta_+ dC/dW_L(s+) - beta_- dC/dW_L(s-)) / (beta_+ - beta_-), the
+  mean of the two for symmetric nudging.
+The prediction is the free fixed point's output (``forward``), not a feedforward pass.
+
+Scellier & Bengio (2017). Equilibrium propagation: bridging the gap between energy-based models
+and backpropagation. Front. Comput. Neurosci. 11:24.
+Laborieux, Ernoult, Scellier, Bengio, Grollier & Querlioz (2021). Scaling equilibrium propagation
+to deep ConvNets by drastically reducing its gradient estimator bias. Front. Neurosci. 15:633674.
+Xie & Seung (2003). Equivalence of backpropagation and contrastive Hebbian learning in a layered
+network. Neural Comput. 15, 441-454 (the feedback strength gamma).
+
+Locality: each synapse W_l,ij updates from the product of its own pre- and post-synaptic
+activities in two phases; the feedback is the same synapse read backwards (symmetric weights, so
+weight transport remains); the nudge enters at the output only. Cost per batch: the input's drive
+W_1 x + b_1 once, then per step one product per coupling in each direction, no autograd.
+
+Defaults (digits, 64-128-128-10 tanh, SGD lr 0.05 momentum 0.9): at gamma = 1, tanh's unit gain and
+PyTorch-initialised couplings (|W| ~ 1.15) make the free dynamics multistable: states fall into
+saturated attractors whose basins switch under training, and the loss of the free fixed point
+stops falling even where EP matches its gradient to a degree. gamma = 0.5 trains EP (CHL collapses
+there); the default is gamma = 0.25 for both, with beta = 0.2 and 15 free / 6 nudged steps
+(alternating schedule, feedforward start), residual ~1e-2 by the end of training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from ngrad.errors import ConfigError
+from ngrad.nn.network import Network
+from ngrad.options import check_bounds
+from ngrad.rules.base import StepRecord, assign_gradient
+from ngrad.rules.energy_based.energy import (
+    HopfieldRule,
+    RelaxationOptions,
+    TopUpdate,
+    bottom_up,
+    fixed_point_gradient,
+    one_hot_like,
+    readout_error,
+    write_contrastive_gradients,
+)
+
+__all__ = ["EquilibriumPropagation"]
+
+
+@dataclass(frozen=True)
+class EquilibriumPropagationOptions(RelaxationOptions):
+    """RelaxationOptions (gamma = 1: Scellier & Bengio's energy) plus the nudged phases."""
+
+    nudging_strength: float = 0.2  # beta
+    nudging: Literal["symmetric", "one_sided"] = "symmetric"
+    nudged_steps: int = 6  # T2, per nudged phase
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_bounds(self, positive=("nudging_strength",), at_least_one=("nudged_steps",))
+
+
+class EquilibriumPropagation(HopfieldRule):
+    name = "ep"
+    summary = "equilibrium propagation: Hebbian difference of two nudged fixed points (+-beta)"
+    citation = "Scellier & Bengio 2017, Front. Comput. Neurosci.; Laborieux et al. 2021"
+    Options = EquilibriumPropagationOptions
+
+    def __init__(self, network: Network, loss="cross_entropy", **options: Any) -> None:
+        super().__init__(network, loss, **options)
+        if self.uses_readout and len(network.layers) < 2:
+            raise ConfigError("rule 'ep' with a readout (non-mse loss) needs a hidden layer")
+        linear_output = network.layers[-1].activation.name == "identity"
+        symmetric = self.options.nudging == "symmetric"
+        beta = self.options.nudging_strength
+        if not self.uses_readout and linear_output and symmetric and beta >= 1:
+            raise ConfigError(
+                "rule 'ep': symmetric nudging of linear output units needs nudging_strength < 1 "
+                "(at -beta the nudged energy has no minimum)"
+            )
+
+    @property
+    def uses_readout(self) -> bool:
+        return self.loss.name != "mse"
+
+    @property
+    def relaxed_layers(self) -> int:
+        return len(self.network.layers) - int(self.uses_readout)
+
+    def predict(self, inputs: Tensor, states: Sequence[Tensor]) -> Tensor:
+        if self.uses_readout:
+            readout = self.network.layers[-1]
+            return readout.activation(bottom_up(readout, states[-1]))
+        return states[-1]
+
+    def nudged_update(self, targets: Tensor, sign: float) -> TopUpdate:
+        """The top relaxed layer's update in the phase nudged with strength ``sign`` x beta."""
+        top = self.unit_activations()[-1]
+        nudge = sign * self.options.nudging_strength
+        if self.uses_readout:
+            readout, loss = self.network.layers[-1], self.loss
+
+            def nudge_hidden(drive: Tensor, state: Tensor) -> Tensor:
+                error = readout_error(loss, readout, state, targets)  # dL/da_L, mean over batch
+                force = readout.transpose(error, readout.weight, state.shape)
+                return top(drive.sub(force, alpha=nudge * state.shape[0]))
+
+            return nudge_hidden
+        weight = self.network.layers[-1].weight  # the output units' one-hot target, x beta
+        pull = torch.nn.functional.one_hot(targets, weight.shape[0]).to(weight.dtype).mul_(nudge)
+        if top.name == "identity":  # exact minimiser of G + beta |s - y|^2 / 2 - u s
+
+            def nudge_linear_output(drive: Tensor, _state: Tensor) -> Tensor:
+                return drive.add(pull).div_(1.0 + nudge)
+
+            return nudge_linear_output
+        function = top.function
+
+        def nudge_output(drive: Tensor, state: Tensor) -> Tensor:  # f(u + beta (y - s))
+            return function(drive.add(pull).sub_(state, alpha=nudge))
+
+        return nudge_output
+
+    @torch.no_grad()
+    def backward(self, inputs: Tensor, targets: Tensor) -> StepRecord:
+        options, beta = self.options, self.options.nudging_strength
+        drive = self.input_drive(inputs)
+        free = self.free_phase(drive)
+        steps = options.nudged_steps
+        plus = self.phase(drive, free.states, steps, self.nudged_update(targets, 1.0))
+        if options.nudging == "symmetric":
+            minus = self.phase(drive, free.states, steps, self.nudged_update(targets, -1.0))
+            low, minus_states, minus_residual = -beta, minus.states, minus.residual
+        else:
+            low, minus_states, minus_residual = 0.0, free.states, 0.0
+        base = 1.0 / ((beta - low) * inputs.shape[0])
+        gamma, top = options.feedback_strength, self.relaxed_layers - 1
+        scales = [base * gamma ** (index - top) for index in range(top + 1)]
+        errors = write_contrastive_gradients(
+            self.network, inputs, plus.states, minus_states, scales
+        )
+        if self.uses_readout:
+            errors.append(self._write_readout_gradient(plus.states, minus_states, targets, low))
+        output = self.predict(inputs, free.states)
+        scalars = {
+            "free_residual": free.residual,
+            "nudged_residual": max(plus.residual, minus_residual),
+            "free_steps_used": float(free.steps_used),
+            "nudged_steps_used": float(plus.steps_used),
+        }
+        return StepRecord(self.loss(output, targets), output, tuple(errors), scalars)
+
+    def _write_readout_gradient(self, plus, minus, targets: Tensor, low: float) -> Tensor:
+        """(beta+ dC/dW_L(s+) - beta- dC/dW_L(s-)) / (beta+ - beta-): the readout's EP update."""
+        readout, beta = self.network.layers[-1], self.options.nudging_strength
+        weights = [(plus[-1], beta / (beta - low))]
+        if low != 0.0:
+            weights.append((minus[-1], -low / (beta - low)))
+        weight_grad, error_sum = None, None
+        for state, weight in weights:
+            error = readout_error(self.loss, readout, state, targets).mul_(weight)
+            grad = readout.weight_gradient(error, state)
+            weight_grad = grad if weight_grad is None else weight_grad.add_(grad)
+            error_sum = error if error_sum is None else error_sum.add_(error)
+        assign_gradient(readout.weight, weight_grad)
+        if readout.bias is not None:
+            assign_gradient(readout.bias, readout.bias_gradient(error_sum))
+        return error_sum
+
+    @torch.no_grad()
+    def fixed_point_gradients(
+        self, inputs: Tensor, targets: Tensor, states: Sequence[Tensor]
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        """dC/dW_l and dC/db_l at the free fixed point ``states`` by implicit differentiation
+        (what recurrent backprop computes): the oracle EP's update tends to as beta -> 0."""
+        layers = self.network.layers
+        cost_gradient = [torch.zeros_like(s) for s in states]
+        direct_weight, direct_bias = [], []
+        if self.uses_readout:
+            error = readout_error(self.loss, layers[-1], states[-1], targets)
+            cost_gradient[-1] = layers[-1].transpose(error, layers[-1].weight, states[-1].shape)
+            direct_weight = [layers[-1].weight_gradient(error, states[-1])]
+            direct_bias = [layers[-1].bias_gradient(error)]
+        else:
+            output = states[-1]
+            cost_gradient[-1] = (output - one_hot_like(targets, output)) / output.shape[0]
+        _, weights, biases = fixed_point_gradient(
+            self.network, inputs, states, cost_gradient, self.options.feedback_strength
+        )
+        return [*weights, *direct_weight], [*biases, *direct_bias]
+
+    def diagnose(self, inputs: Tensor, targets: Tensor) -> dict[str, float | list[float]]:
+        """Free-phase energy and residual per step; the angle of the EP update to the gradient
+        at the free fixed point (recurrent backprop), and of that gradient to feedforward BP."""
+        from ngrad.numeric import angle_degrees
+        from ngrad.rules.reference import backprop_reference
+
+        with torch.no_grad():
+            trace = self.relaxation_trace(inputs)
+            self.backward(inputs, targets)
+            updates = [layer.weight.grad.clone() for layer in self.network.layers]
+            exact, _ = self.fixed_point_gradients(inputs, targets, trace["states"])
+        feedforward = backprop_reference(self.network, self.loss, inputs, targets)
+        return {
+            "energy_by_step": trace["energy_by_step"],
+            "residual_by_step": trace["residual_by_step"],
+            "angle_to_fixed_point_gradient_deg_by_layer": [
+                angle_degrees(u, g) for u, g in zip(updates, exact, strict=True)
+            ],
+            "fixed_point_gradient_angle_to_bp_deg_by_layer": [
+                angle_degrees(g, b)
+                for g, b in zip(exact, feedforward.weight_gradients, strict=True)
+            ],
+        }

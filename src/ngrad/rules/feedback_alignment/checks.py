@@ -1,0 +1,189 @@
+"""Reference properties of backprop and the feedback-alignment family (REFERENCES.md)."""
+
+from __future__ import annotations
+
+import torch
+
+from ngrad.numeric import angle_degrees
+from ngrad.rules import LearningRule, make_rule
+from ngrad.rules.backprop import Backprop
+from ngrad.rules.checking import (
+    CheckResult,
+    bp_gradients,
+    check_of,
+    conv_network,
+    dense_network,
+    max_relative_error,
+    random_batch,
+    train_on_teacher,
+    weight_updates,
+)
+from ngrad.rules.feedback_alignment.direct_feedback_alignment import DirectFeedbackAlignment
+from ngrad.rules.feedback_alignment.feedback_alignment import FeedbackAlignment
+from ngrad.rules.feedback_alignment.kolen_pollack import KolenPollack
+from ngrad.rules.feedback_alignment.sign_symmetry import (
+    BatchRandomSignSymmetry,
+    FixedRandomSignSymmetry,
+    UniformSignSymmetry,
+)
+from ngrad.rules.feedback_alignment.weight_mirror import WeightMirror
+from ngrad.rules.layerwise import propagate_errors
+from ngrad.rules.reference import angles_to_backprop
+
+SIGN_RULES = (UniformSignSymmetry, BatchRandomSignSymmetry, FixedRandomSignSymmetry)
+
+
+def dense_and_conv_cases():
+    """(label, fresh float64 network, per-sample input shape) for a dense and a conv network."""
+    return (("dense", dense_network(), (12,)), ("conv", conv_network(), (2, 8, 8)))
+
+
+@check_of(Backprop)
+def check_layerwise_machinery(rule_name: str, **options) -> list[CheckResult]:
+    """The layerwise error propagation with M_l = W_l reproduces autograd (dense and conv)."""
+    results = []
+    for label, network, shape in dense_and_conv_cases():
+        inputs, targets = random_batch(shape, 4)
+        rule = make_rule(rule_name, network, **options)
+        reference = bp_gradients(network, inputs, targets)
+        with torch.no_grad():
+            trace = network.trace(inputs)
+            errors = propagate_errors(
+                network, trace, reference.errors[-1], [layer.weight for layer in network.layers]
+            )
+        rule.backward(inputs, targets)
+        error = max(
+            max_relative_error(errors, reference.errors),
+            max_relative_error(weight_updates(rule), reference.weight_gradients),
+        )
+        results.append(
+            CheckResult(
+                rule_name, f"layerwise errors with M=W equal autograd ({label})", error, 1e-10, "<"
+            )
+        )
+    return results
+
+
+@check_of(FeedbackAlignment, KolenPollack, WeightMirror, KolenPollack={"weight_decay": 0.0})
+def check_equals_backprop_with_transposed_feedback(rule_name: str, **options) -> list[CheckResult]:
+    """With B := W^T the rule's forward update is backprop's gradient (dense and conv)."""
+    results = []
+    for label, network, shape in dense_and_conv_cases():
+        inputs, targets = random_batch(shape, 4)
+        rule = make_rule(rule_name, network, **options)
+        transpose_weights_into_feedback(rule)
+        rule.backward(inputs, targets)
+        reference = bp_gradients(network, inputs, targets)
+        error = max_relative_error(weight_updates(rule), reference.weight_gradients)
+        results.append(
+            CheckResult(rule_name, f"B := W^T gives the BP update ({label})", error, 1e-10, "<")
+        )
+    return results
+
+
+@check_of(DirectFeedbackAlignment)
+def check_dfa_linear_equals_backprop(rule_name: str, **options) -> list[CheckResult]:
+    """Linear network, B_l := (W_L ... W_{l+1})^T: DFA's update equals backprop's."""
+    network = dense_network(activation="identity")
+    inputs, targets = random_batch((12,), 4)
+    rule = make_rule(rule_name, network, **options)
+    transpose_weights_into_feedback(rule)
+    rule.backward(inputs, targets)
+    reference = bp_gradients(network, inputs, targets)
+    error = max_relative_error(weight_updates(rule), reference.weight_gradients)
+    return [CheckResult(rule_name, "linear net, B_l := (W_L..W_l+1)^T gives BP", error, 1e-10, "<")]
+
+
+@check_of(UniformSignSymmetry, BatchRandomSignSymmetry, FixedRandomSignSymmetry)
+def check_sign_concordance(rule_name: str, **options) -> list[CheckResult]:
+    """sign(B) = sign(W^T) at every step of training (count of sign disagreements)."""
+    rule = make_rule(rule_name, dense_network(), **options)
+    disagreements = 0
+    for _ in range(5):
+        train_on_teacher(rule, steps=20, lr=0.2)
+        for pair in rule.feedback_pairs():
+            disagreements += int((torch.sign(pair.feedback) != torch.sign(pair.forward)).sum())
+    return [
+        CheckResult(
+            rule_name, "sign(B) != sign(W^T) entries over training", disagreements, 0.5, "<"
+        )
+    ]
+
+
+@check_of(FixedRandomSignSymmetry)
+def check_fixed_magnitude_equals_backprop(rule_name: str, **options) -> list[CheckResult]:
+    """With the fixed magnitude set to |W|, sign(W) o |W| = W and the update is backprop's."""
+    network = dense_network()
+    inputs, targets = random_batch((12,), 4)
+    rule = make_rule(rule_name, network, **options)
+    with torch.no_grad():
+        for index, layer in enumerate(network.layers):
+            if index > 0:
+                getattr(rule, f"magnitude_{index}").copy_(layer.weight.abs())
+    rule.backward(inputs, targets)
+    reference = bp_gradients(network, inputs, targets)
+    error = max_relative_error(weight_updates(rule), reference.weight_gradients)
+    return [CheckResult(rule_name, "magnitude := |W| gives the BP update", error, 1e-10, "<")]
+
+
+@check_of(FeedbackAlignment, DirectFeedbackAlignment, *SIGN_RULES)
+def check_update_aligns_during_training(rule_name: str, **options) -> list[CheckResult]:
+    """After training, the hidden layer's update is within 90 degrees of backprop's."""
+    rule = make_rule(rule_name, dense_network(sizes=(12, 24, 4)), **options)
+    inputs, targets = train_on_teacher(rule, steps=300, lr=0.1)
+    angle = angles_to_backprop(rule, inputs, targets)[0]
+    return [
+        CheckResult(rule_name, "hidden update angle to BP after training (deg)", angle, 90.0, "<")
+    ]
+
+
+@check_of(FeedbackAlignment, DirectFeedbackAlignment)
+def check_forward_weights_align(rule_name: str, **options) -> list[CheckResult]:
+    """Training turns the forward weights toward the fixed feedback: angle(B, W^T) falls."""
+    rule = make_rule(rule_name, dense_network(sizes=(12, 24, 4)), **options)
+    before = [angle_degrees(p.feedback, p.forward) for p in rule.feedback_pairs()]
+    train_on_teacher(rule, steps=300, lr=0.1)
+    after = [angle_degrees(p.feedback, p.forward) for p in rule.feedback_pairs()]
+    turn = max(a - b for a, b in zip(after, before, strict=True))
+    return [CheckResult(rule_name, "change of angle(B, W^T) over training (deg)", turn, -10.0, "<")]
+
+
+@check_of(KolenPollack)
+def check_kolen_pollack_decay(rule_name: str, **options) -> list[CheckResult]:
+    """Under SGD, |B - W^T| shrinks by exactly (1 - lr * lambda) per step."""
+    lr, decay, steps = 0.1, 0.05, 30
+    rule = make_rule(rule_name, dense_network(), weight_decay=decay, **options)
+    before = rule.feedback_mismatch()
+    train_on_teacher(rule, steps=steps, lr=lr)
+    after = rule.feedback_mismatch()
+    expected = (1 - lr * decay) ** steps
+    deviation = max(abs(a / b - expected) / expected for a, b in zip(after, before, strict=True))
+    return [
+        CheckResult(
+            rule_name,
+            f"|B-W^T| ratio after {steps} steps vs (1-lr*lambda)^t = {expected:.4f} (rel. dev.)",
+            deviation,
+            1e-9,
+            "<",
+        )
+    ]
+
+
+@check_of(WeightMirror)
+def check_weight_mirror_alignment(rule_name: str, **options) -> list[CheckResult]:
+    """One mirror phase of 200 noise steps brings every B within 10 degrees of W^T."""
+    network = dense_network(sizes=(12, 20, 16, 4))
+    rule = make_rule(rule_name, network, **options)
+    inputs, _ = random_batch((12,), 4, n=64)
+    rule.mirror(inputs, steps=200, learning_rate=0.05)
+    worst = max(angle_degrees(p.feedback, p.forward) for p in rule.feedback_pairs())
+    return [
+        CheckResult(rule_name, "largest angle(B, W^T) after a mirror phase (deg)", worst, 10.0, "<")
+    ]
+
+
+def transpose_weights_into_feedback(rule: LearningRule) -> None:
+    """Set every feedback matrix to the forward weight it stands for (B := W^T)."""
+    with torch.no_grad():
+        for pair in rule.feedback_pairs():
+            pair.feedback.copy_(pair.forward)

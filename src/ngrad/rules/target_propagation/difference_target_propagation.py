@@ -1,0 +1,198 @@
+"""Difference target propagation (DTP): learned inverses with a difference correction (Fig. 3b, c).
+
+    h^_L = h_L - eta dl_n/dh_L                                   (top target, per sample)
+    g_l(h) = s_{l-1}(V_l h + c_l)                                (learned feedback, l = 2..L)
+    h^_{l-1} = h_{l-1} + g_l(h^_l) - g_l(h_l)                    (difference correction)
+    L_l = 1/(2 eta N) sum_n |h_l - h^_l|^2,   grad W_l = delta_l h_{l-1}^T,
+    delta_l = -f_l'(a_l) * (h^_l - h_l) / (eta N)
+    feedback: minimise 1/(2N) sum_n |g_l(f_l(h_{l-1} + eps)) - (h_{l-1} + eps)|^2,
+              eps zero-mean noise of covariance s^2 I
+
+Lee, Zhang, Fischer & Bengio (2015). Difference target propagation. ECML-PKDD, LNCS 9284.
+Meulemans, Carzaniga, Suykens, Sacramento & Grewe (2020). A theoretical framework for target
+propagation. NeurIPS 33 (the "DTP" baseline: feedback from the output, g_L, too).
+
+s_{l-1} is the activation of the layer g_l reconstructs (tanh for tanh layers). The correction
+removes g_l's reconstruction error, so with g_l the exact inverse DTP is TP, and with a zero top
+step every target equals its activity. ``penultimate_target="gradient"`` is Lee et al.'s variant:
+h^_{L-1} = h_{L-1} - eta dl_n/dh_{L-1} through W_L (their output layer learns from the gradient),
+and feedback g_l only for l = 2..L-1. ``feedback_iterations`` k > 1 trains the feedback k times per
+batch, each time with fresh noise: the first k - 1 are plain SGD steps of size ``feedback_step``
+taken inside ``backward``, the last one's gradient goes into ``.grad`` for the optimiser; targets
+use the feedback after the internal steps.
+
+ngrad stores V_l^T (W_l's shape) and c_l as trained parameters; gradients are closed forms, no
+autograd.
+
+Noise: zero-mean with covariance s^2 I, Rademacher (+-s) by default (``noise_distribution``):
+the losses' small-s analysis needs only that covariance, +-s draws cost a quarter of Gaussian ones
+and make the diagonal of eps eps^T exact (lower-variance feedback gradients, as for WM);
+``gaussian`` is the papers' N(0, s^2 I).
+
+Locality: the forward update needs only the layer's activity, its target and its input;
+the feedback synapse learns from its own noisy input and output (a local auto-encoder); the
+difference correction needs g_l evaluated at the activity and at the target, in the same neurons.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from ngrad.nn.activations import Activation
+from ngrad.nn.init import initialise_
+from ngrad.nn.layers import DenseLayer
+from ngrad.nn.network import ForwardTrace, Network
+from ngrad.options import check_bounds
+from ngrad.rules.base import assign_gradient
+from ngrad.rules.target_propagation.targets import (
+    TargetPropagationRule,
+    dense_output,
+    fast_function,
+    feedback_noise,
+)
+
+__all__ = ["DifferenceTargetPropagation", "reconstruction_gradients"]
+
+
+@dataclass(frozen=True)
+class DifferenceTargetPropagationOptions:
+    target_step: float = 0.1  # eta: size of the output target's gradient step
+    noise: float = 0.1  # s: standard deviation of the corruption in the reconstruction loss
+    noise_distribution: Literal["rademacher", "gaussian"] = "rademacher"  # see feedback_noise
+    feedback_iterations: int = 1  # feedback updates per batch (see the module docstring)
+    feedback_step: float = 0.01  # SGD step of the extra internal feedback iterations
+    penultimate_target: Literal["feedback", "gradient"] = "feedback"
+    init: Literal["pytorch", "xavier", "kaiming", "gaussian"] = "xavier"
+
+    def __post_init__(self) -> None:
+        check_bounds(
+            self,
+            positive=("target_step", "noise", "feedback_step"),
+            at_least_one=("feedback_iterations",),
+        )
+
+
+def reconstruction_gradients(
+    layer: DenseLayer,
+    feedback_weight: Tensor,
+    feedback_bias: Tensor,
+    below: Tensor,
+    above: Tensor,
+    noise: Tensor,
+    reconstructed: Activation,
+) -> tuple[float, Tensor, Tensor, Tensor]:
+    """Lee et al.'s loss 1/(2N) sum_n |g(f(h + eps)) - (h + eps)|^2 for one layer (``below`` = h,
+    ``above`` = f(h)), with g(u) = s(u M + c) (M = V^T, W's shape): returns the loss, grad M,
+    grad c, and g's pre-activation at the clean ``above`` (one product with the noisy one), which
+    the targets reuse."""
+    count = below.shape[0]
+    corrupted = below + noise
+    up = dense_output(layer, corrupted)
+    pre, pre_at_activity = torch.addmm(
+        feedback_bias, torch.cat([up, above]), feedback_weight
+    ).split(count)
+    reconstruction = fast_function(reconstructed)(pre)
+    slope = reconstructed.derivative(pre, reconstruction)
+    residual = reconstruction.sub_(corrupted)
+    flat = residual.view(-1)
+    loss = 0.5 * float(torch.dot(flat, flat)) / count
+    pre_gradient = residual.mul_(slope)
+    weight_gradient = (up.t() @ pre_gradient).div_(count)
+    return loss, weight_gradient, pre_gradient.sum(dim=0).div_(count), pre_at_activity
+
+
+class DifferenceTargetPropagation(TargetPropagationRule):
+    name = "dtp"
+    summary = "difference target propagation: learned inverses g_l, h^_{l-1} += g(h^_l) - g(h_l)"
+    citation = "Lee et al. 2015, ECML-PKDD; Meulemans et al. 2020, NeurIPS"
+    Options = DifferenceTargetPropagationOptions
+
+    def __init__(self, network: Network, loss="cross_entropy", **options) -> None:
+        super().__init__(network, loss, **options)
+        last = len(network.layers) - (1 if self.options.penultimate_target == "feedback" else 2)
+        self.feedback_layers = list(range(1, last + 1))  # layer i's feedback rebuilds its input
+        weights, biases = [], []
+        for index in self.feedback_layers:
+            weight = network.layers[index].weight.detach()
+            rows, columns = weight.shape  # the feedback maps `rows` units back to `columns`
+            fresh = initialise_(torch.empty_like(weight), self.options.init, rows, columns)
+            weights.append(nn.Parameter(fresh))
+            biases.append(nn.Parameter(torch.zeros_like(weight[0])))
+        self.feedback_weights = nn.ParameterList(weights)
+        self.feedback_biases = nn.ParameterList(biases)
+
+    def feedback_map(self, index: int, activity: Tensor) -> Tensor:
+        """g for layer ``index``: from its output back to its input."""
+        slot = self.feedback_layers.index(index)
+        pre = torch.addmm(self.feedback_biases[slot], activity, self.feedback_weights[slot])
+        return self.network.layers[index - 1].activation(pre)
+
+    def difference(
+        self, index: int, activity: Tensor, difference: Tensor, pre: Tensor | None = None
+    ) -> Tensor:
+        """g(h + Delta) - g(h) for layer ``index``: the target difference of its input (``pre``:
+        V h + c, if already computed)."""
+        slot = self.feedback_layers.index(index)
+        weight, activation = self.feedback_weights[slot], self.network.layers[index - 1].activation
+        if pre is None:
+            pre = torch.addmm(self.feedback_biases[slot], activity, weight)  # V h + c
+        shifted = torch.addmm(pre, difference, weight)  # V (h + Delta) + c
+        function = fast_function(activation)
+        return function(shifted).sub_(function(pre))
+
+    def learn_feedback(self, trace: ForwardTrace) -> tuple[dict[int, float], Any]:
+        if not self.feedback_layers:  # Lee et al.'s variant on one hidden layer: nothing to learn
+            return {}, None
+        iterations = self.options.feedback_iterations
+        for iteration in range(iterations):
+            losses, pre_at_activity = {}, {}
+            belows = [trace.activities[index] for index in self.feedback_layers]
+            noises = feedback_noise(belows, self.options.noise, self.options.noise_distribution)
+            for slot, (index, below, noise) in enumerate(
+                zip(self.feedback_layers, belows, noises, strict=True)
+            ):
+                weight, bias = self.feedback_weights[slot], self.feedback_biases[slot]
+                loss, grad_weight, grad_bias, pre_at_activity[index] = reconstruction_gradients(
+                    self.network.layers[index],
+                    weight,
+                    bias,
+                    below,
+                    trace.activities[index + 1],
+                    noise,
+                    self.network.layers[index - 1].activation,
+                )
+                losses[index] = loss
+                if iteration + 1 < iterations:
+                    weight.sub_(grad_weight, alpha=self.options.feedback_step)
+                    bias.sub_(grad_bias, alpha=self.options.feedback_step)
+                else:
+                    assign_gradient(weight, grad_weight)
+                    assign_gradient(bias, grad_bias)
+        return losses, pre_at_activity
+
+    def propagate_targets(
+        self, trace: ForwardTrace, top_difference: Tensor, reuse: Any = None
+    ) -> list[Tensor]:
+        layers = self.network.layers
+        differences = [top_difference]
+        index = len(layers) - 1
+        if self.options.penultimate_target == "gradient":  # Lee et al.: through W_L
+            top = layers[index]
+            signal = top_difference * top.activation.derivative(
+                trace.pre_activations[index], trace.output
+            )
+            differences.append(top.transpose(signal, top.weight, trace.activities[index].shape))
+            index -= 1
+        for layer_index in range(index, 0, -1):
+            pre = None if reuse is None else reuse[layer_index]
+            differences.append(
+                self.difference(
+                    layer_index, trace.activities[layer_index + 1], differences[-1], pre
+                )
+            )
+        differences.reverse()
+        return differences

@@ -1,0 +1,209 @@
+"""DTP with feedback trained on the local difference reconstruction loss (L-DRL).
+
+    h^_L = h_L - beta dl_n/dh_L                                  (top target, per sample)
+    g_l(h) = V_l f_l(h)         (feedback of the block [W_l, f_l]: reversed, f_l first, then V_l)
+    h^_{l-1} = h_{l-1} + g_l(h^_l) - g_l(h_l)                    (difference correction, as DTP)
+    L_l = 1/(2 beta N) sum_n |h_l - h^_l|^2      (the update is scaled by 1/beta)
+    L-DRL, per layer, noise eps on h_{l-1} and eta on h_l (covariance s^2 I), r = g_l(h_l):
+        1/(s^2 N) sum_n [ -eps . (g_l(f_l(W_l (h_{l-1} + eps) + b_l)) - r)
+                          + |g_l(h_l + eta) - r|^2 / 2 ]
+
+Ernoult, Normandin, Moudgil, Spinney, Belilovsky, Rish, Richards & Bengio (2022). Towards scaling
+difference target propagation by learning backprop targets. ICML, PMLR 162.
+
+For small s the loss is -tr(J_g J_f) + |J_g|_F^2 / 2 (J_f = dh_l/dh_{l-1}, J_g = dg_l/dh_l), which
+is smallest at J_g = J_f^T: the feedback's Jacobian learns the forward Jacobian's transpose (no
+reconstruction of h_{l-1} itself is asked for: the difference correction removes g's offset).
+Then g(h^_l) - g(h_l) = J_f^T Delta_l + O(beta^2), the targets are backprop's activity steps
+-beta dl_n/dh_l, and the update tends to the BP gradient as beta -> 0 (Ernoult et al.'s Theorem).
+The feedback is the forward block reversed, as Ernoult et al. build it (activation, then a linear
+map; a linear output layer gets a linear feedback). g only enters through differences, so it needs
+no bias, and the loss is quadratic in V with curvature E[dr dr^T] / s^2 <= 1, where
+dr = f_l(h_l + eta) - f_l(h_l): plain SGD with momentum is stable at the usual learning rates.
+J_g = V_l diag(f_l'(h_l)) matches J_f^T = W_l^T diag(f_l'(a_l)) exactly for identity layers and
+approximately for squashing ones (the slopes are taken at h_l and at a_l). The loss is
+differentiated in closed form; its value is the series ``feedback_loss_by_layer`` (negative once
+the feedback is good). Ernoult et al. write it as -2 eps.(...) + |...|^2 without 1/s^2: the same
+minimiser; ngrad divides by s^2 so the gradient's size does not depend on s.
+``feedback_rate`` scales the feedback gradient (0.02 by default, as WM's rate): one batch's
+estimate of J_f^T from N noise samples is noisy when N is below the layer width, and a small rate
+averages it over batches (on the digits default it brings the update angle to BP from ~45 to ~10
+degrees). ``feedback_iterations`` k > 1: k - 1 internal SGD steps of size ``feedback_step`` with
+fresh noise, the last gradient into ``.grad``.
+
+ngrad stores V_l^T (W_l's shape): ``feedback_pairs`` compares it with W_l (angle(V_l, W_l^T)), and
+``diagnose`` adds |J_g - J_f^T|_F / |J_f|_F per layer (``jacobian_mismatch_by_layer``).
+Noise: zero-mean with covariance s^2 I, Rademacher (+-s) by default (``noise_distribution``):
+the losses' small-s analysis needs only that covariance, +-s draws cost a quarter of Gaussian ones
+and make the diagonal of eps eps^T exact (lower-variance feedback gradients, as for WM);
+``gaussian`` is the papers' N(0, s^2 I).
+
+Locality: as DTP; the feedback synapse sees its own noisy input and output and the noise injected
+into the layer below (the -eps . dr term is a correlation of the noise with the feedback response).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from ngrad.nn.init import initialise_
+from ngrad.nn.layers import DenseLayer
+from ngrad.nn.network import ForwardTrace, Network
+from ngrad.options import check_bounds
+from ngrad.rules.base import FeedbackPair, assign_gradient
+from ngrad.rules.target_propagation.targets import (
+    TargetPropagationRule,
+    dense_output,
+    fast_function,
+    feedback_noise,
+)
+
+__all__ = ["LocalDifferenceReconstruction", "local_difference_gradients"]
+
+
+@dataclass(frozen=True)
+class LocalDifferenceReconstructionOptions:
+    target_step: float = 0.01  # beta: size of the output target's gradient step (small)
+    noise: float = 0.1  # s: standard deviation of the noise in the L-DRL
+    noise_distribution: Literal["rademacher", "gaussian"] = "rademacher"  # see feedback_noise
+    feedback_rate: float = 0.02  # scales the feedback gradient: feedback lr / optimiser lr
+    feedback_iterations: int = 1  # feedback updates per batch (see the module docstring)
+    feedback_step: float = 0.01  # SGD step of the extra internal feedback iterations
+    init: Literal["pytorch", "xavier", "kaiming", "gaussian"] = "xavier"
+
+    def __post_init__(self) -> None:
+        check_bounds(
+            self,
+            positive=("target_step", "noise", "feedback_rate", "feedback_step"),
+            at_least_one=("feedback_iterations",),
+        )
+
+
+def local_difference_gradients(
+    layer: DenseLayer,
+    feedback_weight: Tensor,
+    below: Tensor,
+    above: Tensor,
+    above_response: Tensor,
+    noise_below: Tensor,
+    noise_above: Tensor,
+    noise: float,
+) -> tuple[float, Tensor]:
+    """L-DRL of one layer with g(h) = f(h) M (M = V^T, W's shape): ``below`` = h_{l-1},
+    ``above`` = h_l, ``above_response`` = f(h_l), noise samples eps and eta of standard deviation
+    ``noise``. Returns (loss, grad M)."""
+    scale = 1.0 / (noise * noise * below.shape[0])
+    # g's inputs, as differences from g's input at the activity (g is linear after f)
+    function = fast_function(layer.activation)
+    forward_change = function(dense_output(layer, below + noise_below)).sub_(above_response)
+    noise_change = function(above + noise_above).sub_(above_response)
+    noise_output = noise_change @ feedback_weight  # g(h_l + eta) - r
+    correlation = forward_change.t() @ noise_below  # sum_n dr_n eps_n^T, W's shape
+    # -eps . (g(f(h + eps)) - r) summed over the batch is -<M, correlation>
+    flat = noise_output.view(-1)
+    loss = scale * float(
+        0.5 * torch.dot(flat, flat) - torch.dot(correlation.view(-1), feedback_weight.view(-1))
+    )
+    gradient = torch.addmm(correlation, noise_change.t(), noise_output, alpha=-1.0)
+    return loss, gradient.mul_(-scale)
+
+
+class LocalDifferenceReconstruction(TargetPropagationRule):
+    name = "ldrl"
+    summary = "DTP whose feedback learns J_g = J_f^T (local difference recon. loss); update / beta"
+    citation = "Ernoult et al. 2022, ICML"
+    Options = LocalDifferenceReconstructionOptions
+    feedback_loss_name = "feedback_loss_by_layer"
+
+    def __init__(self, network: Network, loss="cross_entropy", **options) -> None:
+        super().__init__(network, loss, **options)
+        weights = []
+        for layer in network.layers[1:]:
+            weight = layer.weight.detach()
+            rows, columns = weight.shape  # the feedback maps `rows` units back to `columns`
+            fresh = initialise_(torch.empty_like(weight), self.options.init, rows, columns)
+            weights.append(nn.Parameter(fresh))
+        self.feedback_weights = nn.ParameterList(weights)  # slot i - 1: layer i's V^T
+
+    def learn_feedback(self, trace: ForwardTrace) -> tuple[dict[int, float], Any]:
+        iterations, noise = self.options.feedback_iterations, self.options.noise
+        layers = self.network.layers
+        responses = {
+            index: fast_function(layers[index].activation)(trace.activities[index + 1])
+            for index in range(1, len(layers))
+        }
+        for iteration in range(iterations):
+            losses = {}
+            # eps on each layer's input, eta on its output: one draw for the whole pathway
+            pairs = [t for i in range(1, len(layers)) for t in trace.activities[i : i + 2]]
+            noises = feedback_noise(pairs, noise, self.options.noise_distribution)
+            for index in range(1, len(layers)):
+                weight = self.feedback_weights[index - 1]
+                losses[index], gradient = local_difference_gradients(
+                    layers[index],
+                    weight,
+                    trace.activities[index],
+                    trace.activities[index + 1],
+                    responses[index],
+                    noises[2 * index - 2],
+                    noises[2 * index - 1],
+                    noise,
+                )
+                gradient.mul_(self.options.feedback_rate)
+                if iteration + 1 < iterations:
+                    weight.sub_(gradient, alpha=self.options.feedback_step)
+                else:
+                    assign_gradient(weight, gradient)
+        return losses, responses
+
+    def propagate_targets(
+        self, trace: ForwardTrace, top_difference: Tensor, reuse: Any = None
+    ) -> list[Tensor]:
+        layers = self.network.layers
+        differences = [top_difference]
+        for index in range(len(layers) - 1, 0, -1):
+            function, above = fast_function(layers[index].activation), trace.activities[index + 1]
+            response = function(above) if reuse is None else reuse[index]
+            # g(h^) - g(h) = (f(h + Delta) - f(h)) M
+            change = function(above + differences[-1]).sub_(response)
+            differences.append(change @ self.feedback_weights[index - 1])
+        differences.reverse()
+        return differences
+
+    def feedback_pairs(self) -> list[FeedbackPair]:
+        """V_l^T against W_l: the feedback Jacobian should approach the forward one's transpose."""
+        return [
+            FeedbackPair(index, weight, layer.weight)
+            for index, (weight, layer) in enumerate(
+                zip(self.feedback_weights, self.network.layers[1:], strict=True), start=1
+            )
+        ]
+
+    @torch.no_grad()
+    def diagnose(self, inputs: Tensor, targets: Tensor) -> dict[str, float | list[float]]:
+        """Adds |J_g - J_f^T|_F / |J_f|_F per layer (mean over samples) to the family's."""
+        result = super().diagnose(inputs, targets)
+        trace = self.network.trace(inputs)
+        layers = self.network.layers
+        mismatch = [math.nan]
+        for index in range(1, len(layers)):
+            layer, weight = layers[index], self.feedback_weights[index - 1]
+            above = trace.activities[index + 1]
+            forward_slope = layer.activation.derivative(trace.pre_activations[index], above)
+            feedback_slope = layer.activation.derivative(above, layer.activation(above))
+            # per sample, in W's shape: J_g^T = diag(f'(h)) M and J_f = diag(f'(a)) W; their
+            # squared Frobenius distance from the rows' norms and products, O(N n_l) memory
+            rows_m = weight.pow(2).sum(dim=1)
+            rows_w = layer.weight.pow(2).sum(dim=1)
+            rows_mw = (weight * layer.weight).sum(dim=1)
+            forward = forward_slope.pow(2) @ rows_w
+            gap = feedback_slope.pow(2) @ rows_m - 2 * (feedback_slope * forward_slope) @ rows_mw
+            gap += forward
+            mismatch.append(float((gap.clamp(min=0).sqrt() / forward.sqrt()).mean()))
+        result["jacobian_mismatch_by_layer"] = mismatch
+        return result

@@ -1,0 +1,248 @@
+"""Pure functions and the shared skeleton of the target-propagation family (TP, DTP, DDTP, L-DRL).
+
+Notation (REFERENCES.md): h_0 = x, a_l = W_l h_{l-1} + b_l, h_l = f_l(a_l), l = 1..L, and the loss
+L = (1/N) sum_n l_n is a mean over the batch. Each layer gets a *target* h^_l; ngrad works with the
+target differences Delta_l = h^_l - h_l:
+
+    Delta_L = -eta dl_n/dh_L                  top target: a gradient step of size eta on each
+                                              sample's own loss, taken on the output activity
+    Delta_{l-1} = ...                         sent down by the rule's feedback (its own module)
+    L_l = 1/(2 eta N) sum_n |h_l - h^_l|^2    each layer's local loss; its gradient is the update:
+    delta_l = -f_l'(a_l) * Delta_l / (eta N), grad W_l = delta_l h_{l-1}^T, grad b_l = sum_n delta_l
+
+The 1/eta makes the output layer's update backprop's exactly (delta_L = e = dL/da_L) and keeps the
+optimiser's learning rate meaning the same for every eta (Meulemans et al. 2020 divide the learning
+rate by the target step; Ernoult et al. 2022 scale the update by 1/beta). delta_l is the error
+signal the rule reports in ``StepRecord.layer_errors``: its estimate of dL/da_l.
+
+Diagnostics against exact quantities (dense layers): J_l = dh_L/dh_l per sample by the chain rule,
+the damped Gauss-Newton target difference J_l^T (J_l J_l^T + lambda I)^{-1} Delta_L, which equals
+(J_l^T J_l + lambda I)^{-1} J_l^T Delta_L (lambda = 0: the pseudo-inverse J_l^+ Delta_L), and the
+size eta |dl_n/dh_l| of a gradient step on the activity, next to the size |Delta_l| of the targets.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import abstractmethod
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from ngrad.errors import ConfigError
+from ngrad.nn.activations import Activation, get_activation
+from ngrad.nn.layers import DenseLayer
+from ngrad.nn.losses import Loss
+from ngrad.nn.network import ForwardTrace, Network
+from ngrad.numeric import mean_angle_degrees
+from ngrad.rules.base import LearningRule, StepRecord
+from ngrad.rules.layerwise import hidden_error, write_layer_gradients
+from ngrad.rules.noise import rademacher
+
+__all__ = [
+    "TargetPropagationRule",
+    "clamp_into_range",
+    "dense_output",
+    "fast_function",
+    "feedback_noise",
+    "gauss_newton_differences",
+    "local_errors",
+    "mean_sample_norm",
+    "output_gradient",
+    "output_jacobians",
+]
+
+_IDENTITY = get_activation("identity")
+# open ranges of the bounded invertible activations: targets are kept strictly inside them
+_OPEN_RANGES = {"tanh": (-1.0, 1.0), "sigmoid": (0.0, 1.0)}
+RANGE_MARGIN = 1e-6
+
+
+def output_gradient(loss: Loss, trace: ForwardTrace, labels: Tensor) -> Tensor:
+    """dl_n/dh_L for every sample n (N times the gradient of the batch-mean loss)."""
+    output = trace.output
+    return loss.output_error(output, output, labels, _IDENTITY).mul_(output.shape[0])
+
+
+def local_errors(
+    network: Network, trace: ForwardTrace, differences: Sequence[Tensor], step: float
+) -> list[Tensor]:
+    """delta_l = -f'(a_l) * Delta_l / (eta N): the gradient of 1/(2 eta N) sum |h_l - h^_l|^2
+    with respect to a_l, for every layer (``differences[i]`` belongs to layer i's output)."""
+    scale = -1.0 / (step * trace.output.shape[0])
+    return [
+        hidden_error(network, trace, index, difference).mul_(scale)
+        for index, difference in enumerate(differences)
+    ]
+
+
+def _tanh_via_sigmoid(pre_activation: Tensor) -> Tensor:
+    return torch.sigmoid(pre_activation * 2.0).mul_(2.0).sub_(1.0)
+
+
+def fast_function(activation: Activation) -> Callable[[Tensor], Tensor]:
+    """``activation``'s function for the feedback pathways' extra evaluations, computed faster where
+    torch's kernel is slow: tanh(x) = 2 sigmoid(2x) - 1 (torch 2.x's CPU tanh costs ~10x its
+    sigmoid; the two agree to rounding, ~1e-7 absolute in float32). Others: unchanged."""
+    return _tanh_via_sigmoid if activation.name == "tanh" else activation.function
+
+
+def feedback_noise(like: Sequence[Tensor], std: float, distribution: str) -> list[Tensor]:
+    """Independent zero-mean noise of covariance std^2 I shaped like each (N, n_i) tensor, drawn
+    in one call: ``rademacher`` (+-std, the default of the family: about a quarter of the cost of
+    Gaussian draws, and exact second moments on the diagonal, which lowers the variance of the
+    noise-based feedback gradients, as for WM) or ``gaussian`` (N(0, std^2 I), as in the papers)."""
+    widths = [tensor.shape[1] for tensor in like]
+    first = like[0]
+    shape = (first.shape[0], sum(widths))
+    if distribution == "gaussian":
+        block = torch.randn(shape, dtype=first.dtype, device=first.device)
+    else:
+        block = rademacher(shape, first.dtype, first.device)
+    return list(block.mul_(std).split(widths, dim=1))
+
+
+def dense_output(layer: DenseLayer, inputs: Tensor) -> Tensor:
+    """f(W x + b) of a dense layer, with ``fast_function`` (the feedback phases' extra passes)."""
+    flat = inputs.flatten(1)
+    if layer.bias is None:
+        pre = flat @ layer.weight.t()
+    else:
+        pre = torch.addmm(layer.bias, flat, layer.weight.t())
+    return fast_function(layer.activation)(pre)
+
+
+def clamp_into_range(activation: Activation, activity: Tensor) -> Tensor:
+    """Keep a target strictly inside a bounded activation's range (tanh, sigmoid), so its inverse
+    stays finite; other activations are returned unchanged."""
+    bounds = _OPEN_RANGES.get(activation.name)
+    if bounds is None:
+        return activity
+    return activity.clamp(bounds[0] + RANGE_MARGIN, bounds[1] - RANGE_MARGIN)
+
+
+def mean_sample_norm(tensor: Tensor) -> float:
+    """Mean over the batch of each sample's Euclidean norm."""
+    return float(torch.linalg.vector_norm(tensor.flatten(1), dim=1).mean())
+
+
+def output_jacobians(network: Network, trace: ForwardTrace) -> list[Tensor]:
+    """J_l = dh_L/dh_l per sample, shape (N, n_L, n_l), for l = 1..L (J_L = I), by the chain rule
+    J_{l-1} = J_l diag(f_l'(a_l)) W_l (dense layers)."""
+    output = trace.output
+    count, width = output.shape
+    jacobian = torch.eye(width, dtype=output.dtype, device=output.device).expand(count, -1, -1)
+    jacobians = [jacobian]
+    for index in range(len(network.layers) - 1, 0, -1):
+        layer = network.layers[index]
+        slope = layer.activation.derivative(
+            trace.pre_activations[index], trace.activities[index + 1]
+        )
+        jacobian = (jacobian * slope.unsqueeze(1)) @ layer.weight
+        jacobians.append(jacobian)
+    jacobians.reverse()
+    return jacobians
+
+
+def gauss_newton_differences(
+    jacobians: Sequence[Tensor], top_difference: Tensor, damping: float
+) -> list[Tensor]:
+    """Per sample, J^T (J J^T + lambda I)^{-1} Delta_L for each J (lambda = 0: J^+ Delta_L)."""
+    column = top_difference.unsqueeze(-1)
+    differences = []
+    for jacobian in jacobians:
+        if damping == 0:
+            solved = torch.linalg.pinv(jacobian) @ column
+        else:
+            gram = jacobian @ jacobian.transpose(1, 2)
+            gram.diagonal(dim1=1, dim2=2).add_(damping)
+            solved = jacobian.transpose(1, 2) @ torch.linalg.solve(gram, column)
+        differences.append(solved.squeeze(-1))
+    return differences
+
+
+def _nan_padded(values: dict[int, float], layers: int) -> list[float]:
+    return [values.get(index, math.nan) for index in range(layers)]
+
+
+class TargetPropagationRule(LearningRule):
+    """One step of any target-propagation rule: trace, feedback learning, targets, local losses.
+
+    Subclasses train their feedback (``learn_feedback``: writes the feedback parameters' ``.grad``)
+    and send the top target difference down (``propagate_targets``). Options shared by all:
+    ``target_step`` (eta). Cheap per-step series: ``target_difference_by_layer`` (mean |Delta_l|)
+    and the feedback loss per layer (``feedback_loss_name``); costly ones in ``diagnose``.
+    """
+
+    feedback_loss_name: ClassVar[str] = "reconstruction_loss_by_layer"
+
+    def __init__(self, network: Network, loss: str | Loss = "cross_entropy", **options: Any):
+        super().__init__(network, loss, **options)
+        reason = type(self).unsupported_reason(network)
+        if reason is not None:
+            raise ConfigError(f"rule {self.name!r} cannot train this network: {reason}")
+
+    @classmethod
+    def unsupported_reason(cls, network: Network) -> str | None:
+        """Why the rule cannot train ``network``, or None if it can."""
+        if not all(isinstance(layer, DenseLayer) for layer in network.layers):
+            return "the target-propagation rules need fully connected (dense) layers"
+        if len(network.layers) < 2:
+            return "it needs at least one hidden layer"
+        return None
+
+    @abstractmethod
+    def learn_feedback(self, trace: ForwardTrace) -> tuple[dict[int, float], Any]:
+        """Write the feedback parameters' ``.grad``; return the feedback loss per layer index
+        (layers without feedback left out) and anything ``propagate_targets`` may reuse."""
+
+    @abstractmethod
+    def propagate_targets(
+        self, trace: ForwardTrace, top_difference: Tensor, reuse: Any = None
+    ) -> list[Tensor]:
+        """Delta for every layer's output (index i: layer i), from Delta_L = ``top_difference``;
+        ``reuse`` is what ``learn_feedback`` returned this step (None when it did not run)."""
+
+    def gauss_newton_damping(self) -> float:
+        """lambda of the Gauss-Newton targets the diagnostic compares with (0: pseudo-inverse)."""
+        return 0.0
+
+    def top_difference(self, trace: ForwardTrace, labels: Tensor) -> Tensor:
+        """Delta_L = -eta dl_n/dh_L."""
+        return output_gradient(self.loss, trace, labels).mul_(-self.options.target_step)
+
+    @torch.no_grad()
+    def backward(self, inputs: Tensor, targets: Tensor) -> StepRecord:
+        trace = self.network.trace(inputs)
+        feedback_losses, reuse = self.learn_feedback(trace)
+        differences = self.propagate_targets(trace, self.top_difference(trace, targets), reuse)
+        errors = local_errors(self.network, trace, differences, self.options.target_step)
+        write_layer_gradients(self.network, trace, errors)
+        series = {"target_difference_by_layer": [mean_sample_norm(d) for d in differences]}
+        if feedback_losses:
+            series[self.feedback_loss_name] = _nan_padded(feedback_losses, len(differences))
+        loss = self.loss(trace.output, targets)
+        return StepRecord(loss, trace.output, tuple(errors), series=series)
+
+    @torch.no_grad()
+    def diagnose(self, inputs: Tensor, targets: Tensor) -> dict[str, float | list[float]]:
+        """Per layer: mean angle of Delta_l to the damped Gauss-Newton target difference, and the
+        size eta |dl_n/dh_l| of a gradient step on the activity (compare with |Delta_l|)."""
+        trace = self.network.trace(inputs)
+        top = self.top_difference(trace, targets)
+        differences = self.propagate_targets(trace, top)
+        jacobians = output_jacobians(self.network, trace)
+        gauss_newton = gauss_newton_differences(jacobians, top, self.gauss_newton_damping())
+        return {
+            "gauss_newton_angle_by_layer": [
+                mean_angle_degrees(mine, reference)
+                for mine, reference in zip(differences, gauss_newton, strict=True)
+            ],
+            # J_l^T Delta_L = -eta dl_n/dh_l: a gradient step on h_l, sample by sample
+            "gradient_step_by_layer": [
+                mean_sample_norm(jacobian.transpose(1, 2) @ top.unsqueeze(-1))
+                for jacobian in jacobians
+            ],
+        }
