@@ -40,7 +40,10 @@ class Activation:
         return self.inverse_fn(activity)
 
 
-_LEAKY_SLOPE = 0.1
+LEAKY_RELU_SLOPE = 0.1
+"""Negative-side slope of ngrad's ``leaky_relu``."""
+SIGMOID_SLOPE_AT_ZERO = 0.25
+"""sigma'(0) of the logistic sigmoid."""
 
 
 def _gelu_derivative(a: Tensor, _h: Tensor) -> Tensor:
@@ -57,9 +60,9 @@ ACTIVATIONS: dict[str, Activation] = {
     "relu": Activation("relu", torch.relu, lambda a, _h: (a > 0).to(a.dtype)),
     "leaky_relu": Activation(
         "leaky_relu",
-        lambda a: torch.nn.functional.leaky_relu(a, _LEAKY_SLOPE),
-        lambda a, _h: torch.where(a > 0, 1.0, _LEAKY_SLOPE).to(a.dtype),
-        lambda h: torch.where(h > 0, h, h / _LEAKY_SLOPE),
+        lambda a: torch.nn.functional.leaky_relu(a, LEAKY_RELU_SLOPE),
+        lambda a, _h: torch.where(a > 0, 1.0, LEAKY_RELU_SLOPE).to(a.dtype),
+        lambda h: torch.where(h > 0, h, h / LEAKY_RELU_SLOPE),
     ),
     "gelu": Activation("gelu", torch.nn.functional.gelu, _gelu_derivative),
     "identity": Activation("identity", lambda a: a, lambda a, _h: torch.ones_like(a), lambda h: h),

@@ -8,13 +8,16 @@ how fixed random feedback matrices get their scale.
 from __future__ import annotations
 
 import math
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor
 
-__all__ = ["INITIALISATIONS", "fans", "initialise_", "random_like"]
+__all__ = ["INITIALISATIONS", "Init", "fans", "initialise_", "random_like"]
 
-INITIALISATIONS = ("pytorch", "xavier", "kaiming", "gaussian")
+Init = Literal["pytorch", "xavier", "kaiming", "gaussian"]
+"""Names of the initialisation schemes; rule options declare ``init: Init``."""
+INITIALISATIONS: tuple[str, ...] = get_args(Init)
 
 
 def initialise_(weight: Tensor, scheme: str, fan_in: int, fan_out: int) -> Tensor:

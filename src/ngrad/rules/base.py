@@ -19,11 +19,19 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from ngrad.nn.layers import Layer
 from ngrad.nn.losses import Loss, get_loss
 from ngrad.nn.network import Network
 from ngrad.options import build_options, options_as_dict
 
-__all__ = ["FeedbackPair", "LearningRule", "NoOptions", "StepRecord", "assign_gradient"]
+__all__ = [
+    "FeedbackPair",
+    "LearningRule",
+    "NoOptions",
+    "StepRecord",
+    "assign_gradient",
+    "write_layer_update",
+]
 
 
 @dataclass(frozen=True)
@@ -133,3 +141,11 @@ class LearningRule(nn.Module, ABC):
 def assign_gradient(parameter: Tensor, update: Tensor) -> None:
     """Write ``update`` into ``parameter.grad`` (overwriting, never accumulating)."""
     parameter.grad = update.detach()
+
+
+def write_layer_update(layer: Layer, weight_update: Tensor, bias_update: Tensor | None) -> None:
+    """Write one layer's update into ``layer.weight.grad`` and, if the layer has a bias,
+    ``layer.bias.grad`` (the single place rules write a forward layer's ``.grad``)."""
+    assign_gradient(layer.weight, weight_update)
+    if layer.bias is not None and bias_update is not None:
+        assign_gradient(layer.bias, bias_update)

@@ -9,11 +9,16 @@ from torch's generator, so ``torch.manual_seed`` makes them reproducible.
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 from torch import Tensor
 
-__all__ = ["rademacher", "random_bytes", "uniform_levels"]
+__all__ = ["NoiseDistribution", "rademacher", "random_bytes", "uniform_levels"]
+
+NoiseDistribution = Literal["rademacher", "gaussian"]
+"""Zero-mean, unit-variance noise a rule can inject; options declare ``noise_distribution:
+NoiseDistribution``."""
 
 
 def random_bytes(shape: tuple[int, ...] | torch.Size, device: torch.device | str = "cpu") -> Tensor:

@@ -43,6 +43,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from ngrad.nn.activations import SIGMOID_SLOPE_AT_ZERO
 from ngrad.nn.network import ForwardTrace, Network
 from ngrad.numeric import root_mean_square
 from ngrad.options import check_bounds
@@ -57,7 +58,6 @@ from ngrad.rules.layerwise import register_random_feedback, registered_feedback
 __all__ = ["Burstprop", "event_rate_slope"]
 
 EVENT_RATE_SLOPE = {"sigmoid": 1.0, "tanh": 2.0}  # rho = sigmoid(kappa a)
-SIGMOID_SLOPE_AT_ZERO = 0.25
 
 
 def event_rate_slope(activation: str) -> float:

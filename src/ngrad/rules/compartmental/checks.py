@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ngrad.nn.activations import SIGMOID_SLOPE_AT_ZERO
 from ngrad.nn.network import Network
 from ngrad.numeric import angle_degrees, rowwise_angles
 from ngrad.rules import LearningRule, make_rule
@@ -24,10 +25,7 @@ from ngrad.rules.checking import (
 )
 from ngrad.rules.compartmental.burstprop import Burstprop
 from ngrad.rules.compartmental.dendritic_microcircuit import DendriticMicrocircuit
-from ngrad.rules.compartmental.segregated_dendrites import (
-    SIGMOID_SLOPE_AT_ZERO,
-    SegregatedDendrites,
-)
+from ngrad.rules.compartmental.segregated_dendrites import SegregatedDendrites
 from ngrad.rules.reference import angles_to_backprop
 
 DEEP = (12, 10, 9, 4)

@@ -49,6 +49,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from ngrad.nn.activations import SIGMOID_SLOPE_AT_ZERO
 from ngrad.nn.init import random_like
 from ngrad.nn.network import Network
 from ngrad.numeric import root_mean_square
@@ -64,7 +65,6 @@ from ngrad.rules.compartmental.compartments import (
 
 __all__ = ["PhaseAverages", "SegregatedDendrites"]
 
-SIGMOID_SLOPE_AT_ZERO = 0.25
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from ngrad.nn.activations import Activation
+from ngrad.nn.activations import LEAKY_RELU_SLOPE, Activation
 from ngrad.nn.layers import DenseLayer, Layer
 from ngrad.nn.losses import Loss
 from ngrad.nn.network import Network
@@ -76,7 +76,7 @@ def _quadratic_integral(s: Tensor) -> Tensor:
 
 
 def _leaky_integral(s: Tensor) -> Tensor:
-    return 0.5 * s * torch.where(s > 0, s, s / 0.1)  # slope 0.1 of ngrad's leaky_relu
+    return 0.5 * s * torch.where(s > 0, s, s / LEAKY_RELU_SLOPE)
 
 
 def _not_elementwise(_pre: Tensor, _activity: Tensor) -> Tensor:
