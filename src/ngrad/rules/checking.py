@@ -35,6 +35,7 @@ __all__ = [
     "max_relative_error",
     "random_batch",
     "run_checks",
+    "set_feedback_to_forward",
     "train_on_teacher",
     "weight_updates",
 ]
@@ -102,6 +103,14 @@ def conv_network(seed: int = 0) -> Network:
     return convnet(
         (2, 8, 8), channels=(3, 4), num_classes=4, hidden=(6,), activation="tanh"
     ).double()
+
+
+def set_feedback_to_forward(rule: LearningRule) -> None:
+    """Every feedback matrix := the forward quantity it stands for (B := W^T; for DFA-like rules
+    W_L ... W_{l+1}), through the storage that ``feedback_pairs`` exposes."""
+    with torch.no_grad():
+        for pair in rule.feedback_pairs():
+            pair.feedback.copy_(pair.forward)
 
 
 def weight_updates(rule: LearningRule) -> list[Tensor]:

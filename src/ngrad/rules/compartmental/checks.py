@@ -20,6 +20,7 @@ from ngrad.rules.checking import (
     dense_network,
     max_relative_error,
     random_batch,
+    set_feedback_to_forward,
     train_on_teacher,
     weight_updates,
 )
@@ -30,13 +31,6 @@ from ngrad.rules.reference import angles_to_backprop
 
 DEEP = (12, 10, 9, 4)
 SHALLOW = (12, 24, 4)
-
-
-def make_feedback_symmetric(rule: LearningRule) -> None:
-    """Every feedback matrix := the forward quantity it stands for (W_{l+1}, or W_L...W_{l+1})."""
-    with torch.no_grad():
-        for pair in rule.feedback_pairs():
-            pair.feedback.copy_(pair.forward)
 
 
 def hidden_activity_gradients(network: Network, loss, inputs: Tensor, targets: Tensor):
@@ -108,7 +102,7 @@ def check_apical_carries_backprop_error(rule_name: str, **options) -> list[Check
     network = dense_network(sizes=DEEP)
     inputs, targets = random_batch((12,), 4)
     rule = make_rule(rule_name, network, **options)
-    make_feedback_symmetric(rule)
+    set_feedback_to_forward(rule)
     rule.make_self_predicting()
     trace = rule.compartment_trace(inputs, targets)
     wanted = hidden_activity_gradients(network, rule.loss, inputs, targets)
@@ -151,7 +145,7 @@ def check_burst_deviation_sign(rule_name: str, **options) -> list[CheckResult]:
     network = dense_network(sizes=DEEP)
     inputs, targets = random_batch((12,), 4, n=64)
     rule = make_rule(rule_name, network, **options)
-    make_feedback_symmetric(rule)
+    set_feedback_to_forward(rule)
     results = [
         CheckResult(
             rule_name,
@@ -189,7 +183,7 @@ def sign_agreement(rule: Burstprop, inputs: Tensor, targets: Tensor) -> float:
 def check_burstprop_symmetric_is_backprop(rule_name: str, **options) -> list[CheckResult]:
     """With Y := W^T the burst-rate deviations propagate BP's delta (to the sigmoid's curvature)."""
     rule = make_rule(rule_name, dense_network(sizes=DEEP), **options)
-    make_feedback_symmetric(rule)
+    set_feedback_to_forward(rule)
     inputs, targets = random_batch((12,), 4)
     angle = worst_update_angle(rule, inputs, targets)
     return [CheckResult(rule_name, "largest update angle to BP, Y := W^T (deg)", angle, 2, "<")]

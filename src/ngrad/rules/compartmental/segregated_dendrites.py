@@ -66,7 +66,6 @@ from ngrad.rules.compartmental.compartments import (
 __all__ = ["PhaseAverages", "SegregatedDendrites"]
 
 
-
 @dataclass(frozen=True)
 class SegregatedOptions:
     g_leak: float = 0.1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ngrad.numeric import angle_degrees
-from ngrad.rules import LearningRule, make_rule
+from ngrad.rules import make_rule
 from ngrad.rules.backprop import Backprop
 from ngrad.rules.checking import (
     CheckResult,
@@ -15,6 +15,7 @@ from ngrad.rules.checking import (
     dense_network,
     max_relative_error,
     random_batch,
+    set_feedback_to_forward,
     train_on_teacher,
     weight_updates,
 )
@@ -71,7 +72,7 @@ def check_equals_backprop_with_transposed_feedback(rule_name: str, **options) ->
     for label, network, shape in dense_and_conv_cases():
         inputs, targets = random_batch(shape, 4)
         rule = make_rule(rule_name, network, **options)
-        transpose_weights_into_feedback(rule)
+        set_feedback_to_forward(rule)
         rule.backward(inputs, targets)
         reference = bp_gradients(network, inputs, targets)
         error = max_relative_error(weight_updates(rule), reference.weight_gradients)
@@ -87,7 +88,7 @@ def check_dfa_linear_equals_backprop(rule_name: str, **options) -> list[CheckRes
     network = dense_network(activation="identity")
     inputs, targets = random_batch((12,), 4)
     rule = make_rule(rule_name, network, **options)
-    transpose_weights_into_feedback(rule)
+    set_feedback_to_forward(rule)
     rule.backward(inputs, targets)
     reference = bp_gradients(network, inputs, targets)
     error = max_relative_error(weight_updates(rule), reference.weight_gradients)
@@ -180,10 +181,3 @@ def check_weight_mirror_alignment(rule_name: str, **options) -> list[CheckResult
     return [
         CheckResult(rule_name, "largest angle(B, W^T) after a mirror phase (deg)", worst, 10.0, "<")
     ]
-
-
-def transpose_weights_into_feedback(rule: LearningRule) -> None:
-    """Set every feedback matrix to the forward weight it stands for (B := W^T)."""
-    with torch.no_grad():
-        for pair in rule.feedback_pairs():
-            pair.feedback.copy_(pair.forward)
