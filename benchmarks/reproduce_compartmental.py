@@ -3,12 +3,15 @@
     python benchmarks/reproduce_compartmental.py [--epochs 5] [--rules microcircuit,burstprop,...]
     python benchmarks/reproduce_compartmental.py --speed-only      # the time ratios alone, < 2 min
 
+The rules are those of the registry that simulate compartments (a ``compartment_trace`` method).
+
 Accuracy. Every rule trains 784-500-500-10 (the network of Sacramento et al.'s MNIST run) with SGD
 (momentum 0.9, lr 0.05, batch 32) and its default options for ``--epochs`` epochs; backprop trains
 the same network (same activation, seed, budget). Hidden units: tanh for the microcircuit, sigmoid
 for burstprop and segregated dendrites (the papers' units). The microcircuit runs with
-``depth_compensation=none`` (its hidden updates keep the physical c^{L-l} scale): with the default
-its interneurons lose track of the forward weights and the run diverges after ~300 steps here.
+``depth_compensation=none`` (its default: the hidden updates keep the physical c^{L-l} scale); with
+``first_layer`` its interneurons lose track of the forward weights and the run diverges after
+~300 steps here.
 Feedback alignment trains the same networks too (``--reference fa``): all three rules send errors
 through fixed random weights, so FA is the yardstick of what random feedback alone achieves at this
 budget. Reported: test error at the epoch of best validation accuracy (5000 held-out training
@@ -21,9 +24,9 @@ Speed. One process, 784-500-500-10 tanh, batch 32, MNIST-shaped random inputs (a
 accuracy): each repeat times ``--speed-batches`` steps of every rule in turn (interleaved, so load
 on the machine hits all rules alike); the ratio is the median over repeats of rule time / BP time.
 
-Published (REFERENCES.md; ~ = from memory of the paper, unverified): microcircuit ~1.96 % error
-on 784-500-500-10 (BP ~1.5 %), Sacramento et al. 2018; segregated dendrites ~4 % with one hidden
-layer, ~3 % with two, Guerguiev et al. 2017; burstprop: no number in REFERENCES.md.
+Published (~ = from memory of the paper, unverified; docs/compartmental.md): microcircuit ~1.96 %
+error on 784-500-500-10 (BP ~1.5 %), Sacramento et al. 2018; segregated dendrites ~4 % with one
+hidden layer, ~3 % with two, Guerguiev et al. 2017; burstprop: no MNIST number to compare with.
 """
 
 from __future__ import annotations
@@ -37,13 +40,16 @@ import torch
 from _common import default_data_dir, epoch_time, fmt
 
 import ngrad
+from ngrad.rules import REGISTRY
 from ngrad.train.config import make_config
 from ngrad.train.loop import run_training
 
+COMPARTMENTAL = [name for name, cls in REGISTRY.items() if hasattr(cls, "compartment_trace")]
+# settings and published numbers of the papers (a rule not named here: defaults, sigmoid units)
 RULE_OPTIONS = {"microcircuit": {"depth_compensation": "none"}}  # others diverge on this network
-ACTIVATION = {"microcircuit": "tanh", "burstprop": "sigmoid", "segregated": "sigmoid"}
-PUBLISHED = {"microcircuit": "~1.96", "segregated": "~3 (2 hidden), ~4 (1)", "burstprop": "-"}
-PUBLISHED_BP = {"microcircuit": "~1.5", "segregated": "-", "burstprop": "-"}
+ACTIVATION = {"microcircuit": "tanh"}
+PUBLISHED = {"microcircuit": "~1.96", "segregated": "~3 (2 hidden), ~4 (1)"}
+PUBLISHED_BP = {"microcircuit": "~1.5"}
 
 
 def train(rule: str, activation: str, args: argparse.Namespace) -> dict:
@@ -88,7 +94,7 @@ def accuracy(args: argparse.Namespace, rules: list[str]) -> None:
     references: dict[str, dict] = {}
     rows = []
     for rule in rules:
-        activation = ACTIVATION[rule]
+        activation = ACTIVATION.get(rule, "sigmoid")
         if activation not in baselines:
             baselines[activation] = train("bp", activation, args)
             if args.reference:
@@ -101,9 +107,10 @@ def accuracy(args: argparse.Namespace, rules: list[str]) -> None:
     )
     for rule, activation, row in rows:
         bp = baselines[activation]
+        published, published_bp = PUBLISHED.get(rule, "-"), PUBLISHED_BP.get(rule, "-")
         print(
             f"{rule:<12} {activation:<8} {args.epochs:>6} {fmt(row['error']):>8} "
-            f"{fmt(bp['error']):>11} {PUBLISHED[rule]:>22} {PUBLISHED_BP[rule]:>11} "
+            f"{fmt(bp['error']):>11} {published:>22} {published_bp:>11} "
             f"{row['epoch_time'] / bp['epoch_time']:>15.2f}x"
             + (f" {fmt(references[activation]['error']):>11}" if args.reference else "")
         )
@@ -143,7 +150,7 @@ def speed(args: argparse.Namespace, rules: list[str]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--rules", default="microcircuit,burstprop,segregated")
+    parser.add_argument("--rules", default=",".join(COMPARTMENTAL))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--reference", default="fa", help="also train this rule ('' for none)")
     parser.add_argument("--train-subset", type=int, default=0, help="0: all 55000 images")

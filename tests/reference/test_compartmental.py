@@ -2,9 +2,12 @@
 
 import pytest
 import torch
+from torch import nn
 
 import ngrad
 from ngrad.errors import ConfigError
+from ngrad.nn.activations import SIGMOID_SLOPE_AT_ZERO
+from ngrad.rules import REGISTRY
 from ngrad.rules.checking import (
     bp_gradients,
     dense_network,
@@ -12,16 +15,16 @@ from ngrad.rules.checking import (
     random_batch,
     set_feedback_to_forward,
 )
-from ngrad.rules.compartmental.burstprop import SIGMOID_SLOPE_AT_ZERO
 from ngrad.rules.compartmental.checks import (
     closed_form_segregated_updates,
     hidden_activity_gradients,
 )
 from ngrad.rules.compartmental.compartments import teacher_potential
+from ngrad.rules.feedback import FeedbackBuffers
 from ngrad.rules.reference import backprop_reference
 
 DEEP = (12, 10, 9, 4)
-COMPARTMENTAL = ["microcircuit", "burstprop", "segregated"]
+COMPARTMENTAL = [name for name, cls in REGISTRY.items() if hasattr(cls, "compartment_trace")]
 
 
 def _updates(rule):
@@ -66,11 +69,11 @@ def test_microcircuit_weak_nudging_limit_is_backprop(activation):
     # the error each layer's mismatch carries, f(u_l) - f(v^_B,l) / (-lambda_out N c^{L-l})
     errors = rule.backward(x, y).layer_errors
     assert max_relative_error(list(errors), reference.errors) < 2e-3
-    for index, interneuron in enumerate(rule.pyramid_to_interneuron):
+    for index, interneuron in enumerate(rule.interneurons.pyramid_to_interneuron):
         upper = network.layers[index + 1].weight.grad
         assert max_relative_error([interneuron.grad], [upper]) < 1e-3
     # interneuron -> pyramid synapses see no apical mismatch in the forward phase
-    assert all(p.grad.abs().max() < 1e-12 for p in rule.interneuron_to_pyramid)
+    assert all(p.grad.abs().max() < 1e-12 for p in rule.interneurons.interneuron_to_pyramid)
 
 
 def test_microcircuit_learned_top_down_predicts_the_lower_soma():
@@ -79,11 +82,11 @@ def test_microcircuit_learned_top_down_predicts_the_lower_soma():
     network = dense_network(sizes=DEEP)
     x, y = random_batch((12,), 4)
     rule = ngrad.make_rule("microcircuit", network, top_down="learned")
-    assert any(p is rule.top_down[0] for p in rule.feedback_parameters())
+    assert any(p is rule.feedback_matrices()[0] for p in rule.feedback_parameters())
     rule.backward(x, y)
     with torch.no_grad():  # self-predicting: the forward phase rests at the feedforward pass
         trace = network.trace(x)
-    for index, top_down in enumerate(rule.top_down):
+    for index, top_down in enumerate(rule.feedback_matrices()):
         lower, upper = trace.activities[index + 1], trace.activities[index + 2]
         activation = network.layers[index].activation
         power = 1 + upper.pow(2).sum(dim=1).mean()
@@ -189,7 +192,7 @@ def test_segregated_apical_is_segregated_from_the_soma():
     for layer in trace.layers[:-1]:
         assert torch.equal(layer["soma"][0].expand_as(layer["soma"]), layer["soma"])
     output = trace.layers[-1]["soma"]
-    for layer, block in zip(trace.layers[:-1], rule.feedback_blocks(), strict=True):
+    for layer, block in zip(trace.layers[:-1], rule.feedback_matrices(), strict=True):
         torch.testing.assert_close(layer["apical"], output @ block, rtol=1e-12, atol=1e-14)
     assert not torch.allclose(output[-1], output[0])  # the teacher moved the output
 
@@ -215,18 +218,46 @@ def test_trace_covers_both_phases_and_series_name_layers(rule_name):
     assert len(record.layer_errors) == len(network.layers)
 
 
+def test_the_family_is_found_in_the_registry():
+    assert len(COMPARTMENTAL) >= 3
+
+
 @pytest.mark.parametrize("rule_name", COMPARTMENTAL)
 def test_unsupported_networks_and_bad_options_are_refused(rule_name):
+    assert "supports" not in vars(REGISTRY[rule_name])  # the reason is the one source
     convolutional = ngrad.convnet((1, 6, 6), (2,), num_classes=3).double()
-    with pytest.raises(ConfigError, match="cannot train"):
+    with pytest.raises(ConfigError, match="cannot train this network: layer 1 is a Conv2dLayer"):
         ngrad.make_rule(rule_name, convolutional)
+    with pytest.raises(ConfigError, match="at least one hidden layer"):
+        ngrad.make_rule(rule_name, ngrad.mlp([4, 3]))
+    with pytest.raises(ConfigError, match="output layer's activation is 'sigmoid'"):
+        ngrad.make_rule(rule_name, ngrad.mlp([4, 5, 3], output_activation="sigmoid"))
     with pytest.raises(ConfigError, match="no option 'bogus'"):
         ngrad.make_rule(rule_name, dense_network(sizes=DEEP), bogus=1)
 
 
 def test_burstprop_needs_bounded_positive_event_rates():
-    assert not ngrad.make_rule.__globals__["get_rule_class"]("burstprop").supports(
-        dense_network(sizes=DEEP, activation="relu")
-    )
+    with pytest.raises(ConfigError, match=r"hidden layer 1's activation is 'relu'.*sigmoid, tanh"):
+        ngrad.make_rule("burstprop", ngrad.mlp([4, 5, 3], activation="relu"))
+    assert REGISTRY["microcircuit"].unsupported_reason(ngrad.mlp([4, 5, 3], "relu")) is None
     with pytest.raises(ConfigError, match="baseline_burst_probability"):
         ngrad.make_rule("burstprop", dense_network(sizes=DEEP), baseline_burst_probability=1.5)
+
+
+@pytest.mark.parametrize("rule_name", COMPARTMENTAL)
+def test_fixed_feedback_is_a_list_of_buffers_in_the_state_dict(rule_name):
+    rule = ngrad.make_rule(rule_name, dense_network(sizes=DEEP))
+    assert isinstance(rule.feedback, FeedbackBuffers)
+    matrices = rule.feedback_matrices()
+    assert len(matrices) == len(rule.network.layers) - 1
+    state = rule.state_dict()
+    for index, matrix in enumerate(matrices):
+        assert state[f"feedback.{index}"].data_ptr() == matrix.data_ptr()
+    assert not any(matrix is p for p in rule.parameters() for matrix in matrices)
+
+
+def test_microcircuit_learned_top_down_is_a_parameter_list():
+    rule = ngrad.make_rule("microcircuit", dense_network(sizes=DEEP), top_down="learned")
+    assert isinstance(rule.feedback, nn.ParameterList)
+    assert all(p is m for p, m in zip(rule.feedback, rule.feedback_matrices(), strict=True))
+    assert {"feedback.0", "feedback.1", "interneurons.bias.0"} <= set(rule.state_dict())

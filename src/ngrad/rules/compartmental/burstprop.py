@@ -26,34 +26,33 @@ ngrad's reading. A sigmoid unit's event rate is its activity (kappa = 1, the pap
 unit's activity is h = 2 rho - 1 with rho = sigma(2a) its event rate (kappa = 2), and the synapse
 reads h as the presynaptic event rate measured from half the maximum rate (other activations are
 not supported: the gain g needs a positive, bounded event rate). The running mean p_bar is
-computed exactly, by running the feedback pass once without the teacher on the same batch (as the
-authors' deep-network code does). At the output the teacher sets the burst rate directly
-(p_bar (1 + (y - e) (1 - e)) e in the paper, the same for sigmoid outputs and the squared error).
-The recurrent inhibitory weights Z of the authors' code are left out: with feedback drawn at
-ngrad's default scale the apical input stays in the sigmoid's linear range. Each update is divided
-by p_bar N prod_{k >= l} sigma'(0) / (1 + [k is tanh]), which makes it BP's gradient for Y = W^T
-in the linear regime (the paper set hidden and output learning rates separately).
+computed exactly, by running the feedback pass once without the teacher on the same batch. At the
+output the teacher sets the burst rate directly (p_bar (1 + (y - e) (1 - e)) e in the paper, the
+same for sigmoid outputs and the squared error). The recurrent inhibitory weights Z of the
+authors' code are left out. Each update is divided by p_bar N prod_{k >= l} sigma'(0) /
+(1 + [k is tanh]), which makes it BP's gradient for Y = W^T in the linear regime. What is kept
+and left out, and why: ``docs/compartmental.md``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import Tensor
 
 from ngrad.nn.activations import SIGMOID_SLOPE_AT_ZERO
+from ngrad.nn.init import Init
 from ngrad.nn.network import ForwardTrace, Network
 from ngrad.numeric import root_mean_square
 from ngrad.options import check_bounds
-from ngrad.rules.base import FeedbackPair, LearningRule, StepRecord, assign_gradient
+from ngrad.rules.base import FeedbackPair, LearningRule, StepRecord, write_layer_update
 from ngrad.rules.compartmental.compartments import (
     CompartmentTrace,
-    has_dense_layers_and_linear_output,
     teacher_potential,
+    unsupported_network_reason,
 )
-from ngrad.rules.layerwise import register_random_feedback, registered_feedback
+from ngrad.rules.feedback import random_feedback
 
 __all__ = ["Burstprop", "event_rate_slope"]
 
@@ -67,8 +66,8 @@ def event_rate_slope(activation: str) -> float:
 
 @dataclass(frozen=True)
 class BurstpropOptions:
-    baseline_burst_probability: float = 0.2  # p_bar at the output (the paper's p_baseline)
-    init: Literal["pytorch", "xavier", "kaiming", "gaussian"] = "pytorch"  # of Y
+    baseline_burst_probability: float = 0.2  # p_bar, output burst probability without teacher
+    init: Init = "pytorch"  # how the feedback weights Y are drawn
     scale: float = 1.0  # multiplies Y after drawing it
 
     def __post_init__(self) -> None:
@@ -97,17 +96,22 @@ class Burstprop(LearningRule):
 
     def __init__(self, network: Network, loss="cross_entropy", **options) -> None:
         super().__init__(network, loss, **options)
-        register_random_feedback(self, network, self.options.init, self.options.scale)
+        upper = list(network.layers)[1:]
+        self.feedback = random_feedback(
+            (layer.weight for layer in upper), self.options.init, self.options.scale
+        )
 
     @classmethod
-    def supports(cls, network: Network) -> bool:
-        return len(network.layers) >= 2 and has_dense_layers_and_linear_output(
-            network, hidden=tuple(EVENT_RATE_SLOPE)
+    def unsupported_reason(cls, network: Network) -> str | None:
+        return unsupported_network_reason(
+            network,
+            hidden=tuple(EVENT_RATE_SLOPE),
+            why_hidden=" (the apical gain needs a positive, bounded event rate)",
         )
 
     def feedback_matrices(self) -> list[Tensor]:
         """Y_l in W_{l+1}'s orientation (apical input = b_{l+1} @ Y), l = 1..L-1."""
-        return registered_feedback(self, self.network)
+        return list(self.feedback)
 
     def feedback_pairs(self) -> list[FeedbackPair]:
         return [
@@ -163,9 +167,8 @@ class Burstprop(LearningRule):
         for index, layer in enumerate(self.network.layers):
             deviation = taught.burst_rate[index] - untaught.burst_rate[index]
             error = deviation.div(-scales[index])
-            assign_gradient(layer.weight, layer.weight_gradient(error, trace.activities[index]))
-            if layer.bias is not None:
-                assign_gradient(layer.bias, layer.bias_gradient(error))
+            weight_update = layer.weight_gradient(error, trace.activities[index])
+            write_layer_update(layer, weight_update, layer.bias_gradient(error))
             errors.append(error)
         series = {
             "burst_probability_deviation_by_layer": [

@@ -220,7 +220,7 @@ def closed_form_segregated_updates(
         trace.pre_activations[-1], trace.output, targets, rule.network.layers[-1].activation
     )
     taught_output = trace.output - nudge * batch * output_error
-    feedback = rule.feedback_blocks()[0]
+    feedback = rule.feedback_matrices()[0]
     plateau_change = torch.sigmoid(taught_output @ feedback) - torch.sigmoid(
         trace.output @ feedback
     )

@@ -17,6 +17,8 @@ cross-entropy it is the logit vector moved by (onehot - softmax).
 
 Inspection. :class:`CompartmentTrace` holds every compartment's potential at every step of a
 forward phase followed by a teaching phase, so one neuron can be drawn as the review's Figure 4.
+
+Notation, what each rule keeps local and how to set the options: ``docs/compartmental.md``.
 """
 
 from __future__ import annotations
@@ -34,11 +36,11 @@ from ngrad.nn.network import Network
 
 __all__ = [
     "CompartmentTrace",
-    "has_dense_layers_and_linear_output",
     "input_power",
     "relaxation_rate",
     "stack_steps",
     "teacher_potential",
+    "unsupported_network_reason",
 ]
 
 _LINEAR = get_activation("identity")
@@ -77,15 +79,34 @@ def input_power(rates: Tensor) -> float:
     return 1.0 + float(rates.pow(2).sum(dim=1).mean())
 
 
-def has_dense_layers_and_linear_output(network: Network, hidden: tuple[str, ...] = ()) -> bool:
-    """All layers dense, the last one linear (logits); ``hidden`` restricts the hidden
-    activations when not empty."""
+def unsupported_network_reason(
+    network: Network, hidden: tuple[str, ...] = (), why_hidden: str = ""
+) -> str | None:
+    """Why a compartmental rule cannot train ``network``, or None: it needs at least one hidden
+    layer, dense layers only and a linear output layer (the teacher nudges the logits);
+    ``hidden``, when not empty, lists the hidden activations allowed (``why_hidden`` says why)."""
     layers = list(network.layers)
-    if not all(isinstance(layer, DenseLayer) for layer in layers):
-        return False
-    if layers[-1].activation.name != "identity":
-        return False
-    return not hidden or all(layer.activation.name in hidden for layer in layers[:-1])
+    if len(layers) < 2:
+        return "it needs at least one hidden layer (apical dendrites receive feedback from above)"
+    for number, layer in enumerate(layers, start=1):
+        if not isinstance(layer, DenseLayer):
+            return (
+                f"layer {number} is a {type(layer).__name__}; the compartmental neurons are "
+                "simulated for fully connected (dense) layers only"
+            )
+    output = layers[-1].activation.name
+    if output != "identity":
+        return (
+            f"the output layer's activation is {output!r}; it must be linear ('identity'), "
+            "because the teacher nudges the output potential (the logits)"
+        )
+    for number, layer in enumerate(layers[:-1], start=1):
+        if hidden and layer.activation.name not in hidden:
+            return (
+                f"hidden layer {number}'s activation is {layer.activation.name!r}; "
+                f"it must be one of: {', '.join(hidden)}{why_hidden}"
+            )
+    return None
 
 
 def stack_steps(steps: list[Tensor]) -> Tensor:

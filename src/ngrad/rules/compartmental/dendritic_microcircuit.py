@@ -1,9 +1,10 @@
 """Dendritic cortical microcircuit: apical mismatch between top-down input and interneurons.
 
 Hidden layer l = 1..L-1: pyramidal neurons (basal, apical, soma) and one interneuron per neuron of
-layer l + 1; output layer L: pyramidal neurons with basal dendrite and soma. Rates r_l = f_l(u_l),
-r_0 = x. Conductances g_lk (leak), g_B, g_A (basal, apical to soma), g_D (interneuron dendrite),
-g_som (nudging of interneurons by layer l + 1, and of the output by the teacher):
+layer l + 1 (``interneurons.py``); output layer L: pyramidal neurons with basal dendrite and soma.
+Rates r_l = f_l(u_l), r_0 = x. Conductances g_lk (leak), g_B, g_A (basal, apical to soma), g_D
+(interneuron dendrite), g_som (nudging of interneurons by layer l + 1, and of the output by the
+teacher):
 
     basal       v^_B,l = W_l r_{l-1} + b_l      (the dendritic prediction of the soma)
     apical      v_A,l  = B_l r_{l+1} + W^PI_l r^I_l
@@ -33,44 +34,22 @@ backpropagation algorithm. NeurIPS 31.
 ngrad's reading. Rate-based, vectorised over the batch, integrated with exponential Euler steps
 (``dt``): a forward phase without teacher (``forward_steps``) that starts where one bottom-up sweep
 leaves the circuit (each soma at its basal prediction, each interneuron at its dendritic one), then
-a teaching phase (``teaching_steps``) from where it ended. The paper's plasticity runs
-continuously; ngrad reads it out once per phase: forward and pyramid -> interneuron synapses at the
-end of the teaching phase (so interneurons, nudged by the same teacher, follow the synapses they
-predict), interneuron -> pyramid (and learned top-down) synapses at the end of the forward phase
-(learning them under the teacher would cancel the error). W_l is the paper's W^PP_l times g_B /
-(g_lk + g_B + g_A) (the basal attenuation folded into the weight), so the network's feedforward
-pass is the circuit's forward state in the self-predicting state, and ``forward`` is that pass.
+a teaching phase (``teaching_steps``) from where it ended. Plasticity is read out once per phase:
+forward and pyramid -> interneuron synapses at the end of the teaching phase, interneuron ->
+pyramid (and learned top-down) synapses at the end of the forward phase. W_l is the paper's W^PP_l
+times g_B / (g_lk + g_B + g_A), so in the self-predicting state the network's feedforward pass is
+the circuit's forward state, and ``forward`` is that pass.
 
 Updates are divided by lambda_out N, which makes the output layer's BP's gradient; a hidden layer's
-mismatch is then c^{L-l} times BP's (c = 0.245 with the paper's conductances), and
-``depth_compensation`` says which layers also divide by c^{L-l}, the layer-specific learning rate
-that makes them BP-sized (the paper tuned rates per layer): "none" (default), "first_layer" or
-"all". Interneurons that predict layer l + 1 are divided by lambda_I times that layer's factor, so
-that, nudged by the same teacher, they take the same step as the synapses they predict; their
-tracking of the forward weights then also runs at that rate. Compensating a layer that interneurons
-predict (l >= 2) pushes their least-squares tracking past stability ("all" diverged on 2 of 3
-digits seeds at lr 0.05, momentum 0.9); the first hidden layer is predicted by no interneuron, so
-its rate is free. On MNIST 784-500-500-10 even "first_layer" diverged after ~300 steps at that
-learning rate, hence the default "none": stable, with the hidden layers learning more slowly.
-
-Interneuron -> pyramid synapses learn as a normalised least-squares filter (step / (1 + mean
-|r^I|^2), ngrad's choice: the paper hand-tuned one rate per population). Interneuron synapses are
-the rule's feedback parameters: ``--feedback-lr`` changes their rate, which must stay the forward
-one for them to keep up.
-
-Interneurons start in the self-predicting state: from random interneuron weights
-(:meth:`~DendriticMicrocircuit.randomise_interneurons`) the teaching-phase interneuron learning,
-fast enough to follow the forward synapses, diverges at ordinary learning rates, so the paper's
-phase without teacher (:meth:`~DendriticMicrocircuit.pretrain`, normalised least-squares steps)
-must come first; ``ngrad check`` shows it reaching the self-predicting state.
-
-Learned top-down weights (``top_down=learned``, ngrad's reading: B learns to predict the lower
-soma, at ``top_down_rate``) are experimental: on the digits network they destabilise the
-interneurons at lr 0.05 and turn the hidden updates past 90 degrees from BP's at lr 0.01.
-
-Default steps (4 + 8, ``dt`` = 1) bring the teaching phase within ~0.5 % of its fixed point on the
-8x8-digits network at about 10x backprop's time per batch
-(``benchmarks/reproduce_compartmental.py``).
+is then c^{L-l} times BP's, and ``depth_compensation`` names the layers that also divide by
+c^{L-l}. Interneurons that predict layer l + 1 are divided by lambda_I times that layer's factor,
+so that, nudged by the same teacher, they take the same step as the synapses they predict.
+Interneuron -> pyramid and learned top-down synapses learn as normalised least-squares filters
+(step / (1 + mean |r|^2)). Interneuron synapses are the rule's feedback parameters, so
+``--feedback-lr`` changes their rate. The interneurons start in the self-predicting state;
+:meth:`~DendriticMicrocircuit.randomise_interneurons` and :meth:`~DendriticMicrocircuit.pretrain`
+(the paper's phase without teacher) show them reaching it. Settings and their trade-offs:
+``docs/compartmental.md``.
 """
 
 from __future__ import annotations
@@ -82,38 +61,49 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ngrad.nn.init import random_like
+from ngrad.nn.init import Init
 from ngrad.nn.network import Network
 from ngrad.numeric import root_mean_square
 from ngrad.options import check_bounds
-from ngrad.rules.base import FeedbackPair, LearningRule, StepRecord, assign_gradient
+from ngrad.rules.base import (
+    FeedbackPair,
+    LearningRule,
+    StepRecord,
+    assign_gradient,
+    write_layer_update,
+)
 from ngrad.rules.compartmental.compartments import (
     CompartmentTrace,
-    has_dense_layers_and_linear_output,
     input_power,
     relaxation_rate,
     stack_steps,
     teacher_potential,
+    unsupported_network_reason,
 )
+from ngrad.rules.compartmental.interneurons import Interneurons
+from ngrad.rules.feedback import random_feedback
 
 __all__ = ["DendriticMicrocircuit"]
+
+DepthCompensation = Literal["none", "first_layer", "all"]
+"""Which layers' updates are also divided by c^{L-l}, the apical attenuation they have crossed."""
 
 
 @dataclass(frozen=True)
 class MicrocircuitOptions:
-    g_leak: float = 0.1
-    g_basal: float = 1.0
-    g_apical: float = 0.8
-    g_dendrite: float = 1.0  # interneuron dendrite to soma
-    g_soma: float = 0.8  # nudging: interneurons by layer l+1, output by the teacher
+    g_leak: float = 0.1  # g_lk, leak conductance of every soma
+    g_basal: float = 1.0  # g_B, basal dendrite to soma
+    g_apical: float = 0.8  # g_A, apical dendrite to soma (hidden layers)
+    g_dendrite: float = 1.0  # g_D, interneuron dendrite to soma
+    g_soma: float = 0.8  # g_som, nudging: interneurons by layer l+1, output by the teacher
     dt: float = 1.0  # exponential-Euler step (units of capacitance / conductance)
-    forward_steps: int = 4
-    teaching_steps: int = 8
-    top_down: Literal["fixed", "learned"] = "fixed"
-    init: Literal["pytorch", "xavier", "kaiming", "gaussian"] = "pytorch"  # of B
+    forward_steps: int = 4  # steps of the phase without teacher
+    teaching_steps: int = 8  # steps of the phase with the teacher nudging the output
+    top_down: Literal["fixed", "learned"] = "fixed"  # top-down weights B: fixed random or learned
+    init: Init = "pytorch"  # how the top-down weights B are drawn
     interneuron_rate: float = 1.0  # interneuron learning rate relative to the optimiser's
-    top_down_rate: float = 0.01  # learned top-down (NLMS) rate relative to the optimiser's
-    depth_compensation: Literal["none", "first_layer", "all"] = "none"
+    top_down_rate: float = 0.01  # learned top-down (least-squares) rate relative to the optimiser's
+    depth_compensation: DepthCompensation = "none"  # layers also divided by c^(L-l), to BP's size
 
     def __post_init__(self) -> None:
         check_bounds(
@@ -160,56 +150,36 @@ class DendriticMicrocircuit(LearningRule):
         if len(network.layers) < 2:
             raise ValueError("the microcircuit needs at least one hidden layer")
         upper = list(network.layers)[1:]
-        top_down = [random_like(layer.weight.detach(), self.options.init) for layer in upper]
+        drawn = random_feedback((layer.weight for layer in upper), self.options.init)
         if self.options.top_down == "learned":
-            self.top_down = nn.ParameterList(nn.Parameter(b) for b in top_down)
+            self.feedback: nn.Module = nn.ParameterList(nn.Parameter(b) for b in drawn)
         else:
-            for index, matrix in enumerate(top_down):
-                self.register_buffer(f"top_down_{index + 1}", matrix)
-        self.pyramid_to_interneuron = nn.ParameterList(
-            nn.Parameter(torch.empty_like(layer.weight.detach())) for layer in upper
-        )
-        self.interneuron_bias = nn.ParameterList(
-            nn.Parameter(layer.weight.new_zeros(layer.out_features).detach()) for layer in upper
-        )
-        self.interneuron_to_pyramid = nn.ParameterList(
-            nn.Parameter(torch.empty_like(layer.weight.detach())) for layer in upper
-        )
+            self.feedback = drawn
+        self.interneurons = Interneurons(upper)
         self.make_self_predicting()
 
     @classmethod
-    def supports(cls, network: Network) -> bool:
-        return len(network.layers) >= 2 and has_dense_layers_and_linear_output(network)
+    def unsupported_reason(cls, network: Network) -> str | None:
+        return unsupported_network_reason(network)
 
     # -- structure ---------------------------------------------------------------------------
-    def top_down_weights(self) -> list[Tensor]:
-        """B_l for l = 1..L-1, stored in W_{l+1}'s orientation (apical input = r_{l+1} @ B)."""
-        if self.options.top_down == "learned":
-            return list(self.top_down)
-        return [getattr(self, f"top_down_{i}") for i in range(1, len(self.network.layers))]
+    def feedback_matrices(self) -> list[Tensor]:
+        """Top-down B_l for l = 1..L-1, in W_{l+1}'s orientation (apical input = r_{l+1} @ B)."""
+        return list(self.feedback)
 
-    @torch.no_grad()
     def randomise_interneurons(self) -> None:
         """Redraw W^IP, b^I and W^PI at random: far from the self-predicting state."""
-        for index, layer in enumerate(list(self.network.layers)[1:]):
-            weight = layer.weight.detach()
-            self.pyramid_to_interneuron[index].copy_(random_like(weight))
-            self.interneuron_bias[index].zero_()
-            self.interneuron_to_pyramid[index].copy_(random_like(weight))
+        self.interneurons.randomise(list(self.network.layers)[1:])
 
-    @torch.no_grad()
     def make_self_predicting(self) -> None:
         """W^IP_l := W_{l+1}, b^I_l := b_{l+1}, W^PI_l := -B_l (the apical cancels exactly)."""
         upper = list(self.network.layers)[1:]
-        for index, layer in enumerate(upper):
-            self.pyramid_to_interneuron[index].copy_(layer.weight)
-            self.interneuron_bias[index].copy_(layer.bias if layer.bias is not None else 0.0)
-            self.interneuron_to_pyramid[index].copy_(-self.top_down_weights()[index])
+        self.interneurons.make_self_predicting(upper, self.feedback_matrices())
 
     def feedback_pairs(self) -> list[FeedbackPair]:
         return [
             FeedbackPair(index + 1, matrix, self.network.layers[index + 1].weight)
-            for index, matrix in enumerate(self.top_down_weights())
+            for index, matrix in enumerate(self.feedback_matrices())
         ]
 
     def _constants(self) -> dict[str, float]:
@@ -236,16 +206,9 @@ class DendriticMicrocircuit(LearningRule):
         ]
         basal = [F.linear(rates[i], layer.weight, layer.bias) for i, layer in enumerate(layers)]
         interneuron_rates = [layers[i + 1].activation(u) for i, u in enumerate(state.interneuron)]
-        apical = [
-            torch.addmm(
-                rates[i + 2] @ top_down, interneuron_rates[i], self.interneuron_to_pyramid[i]
-            )
-            for i, top_down in enumerate(self.top_down_weights())
-        ]
-        dendrite = [
-            F.linear(rates[i + 1], self.pyramid_to_interneuron[i], self.interneuron_bias[i])
-            for i in range(len(layers) - 1)
-        ]
+        top_down = self.feedback_matrices()
+        apical = self.interneurons.apical(rates[2:], interneuron_rates, top_down)
+        dendrite = self.interneurons.dendrites(rates[1:-1])
         return _Readout(rates, basal, apical, dendrite, interneuron_rates)
 
     def _relax(
@@ -285,12 +248,7 @@ class DendriticMicrocircuit(LearningRule):
         """Where the forward phase starts: each soma at its basal prediction (the input swept
         up the hierarchy once), each interneuron at its dendritic prediction."""
         trace = self.network.trace(inputs)
-        interneuron = [
-            F.linear(trace.activities[i + 1], weight, bias)
-            for i, (weight, bias) in enumerate(
-                zip(self.pyramid_to_interneuron, self.interneuron_bias, strict=True)
-            )
-        ]
+        interneuron = self.interneurons.dendrites(trace.activities[1:-1])
         return _CircuitState(list(trace.pre_activations), interneuron)
 
     def _phases(self, inputs: Tensor, targets: Tensor | None, visited=None):
@@ -310,14 +268,10 @@ class DendriticMicrocircuit(LearningRule):
         k = self._constants()
         per_layer = k["apical_share"] * (1.0 - k["interneuron_nudge"])
         count = len(self.network.layers)
-        scale = self._teacher_scale(batch)
+        scale = k["output_nudge"] * batch
         mode = self.options.depth_compensation
         compensated = [mode == "all" or (mode == "first_layer" and i == 0) for i in range(count)]
         return [scale * per_layer ** ((count - 1 - i) * c) for i, c in enumerate(compensated)]
-
-    def _teacher_scale(self, batch: int) -> float:
-        """lambda_out N: the size of f(u_L) - f(v^_B,L) per unit of -dL/da_L."""
-        return self._constants()["output_nudge"] * batch
 
     def _write_forward_updates(
         self, state: _CircuitState, read: _Readout, scales: list[float]
@@ -327,20 +281,11 @@ class DendriticMicrocircuit(LearningRule):
         for i, layer in enumerate(self.network.layers):
             mismatch = layer.activation(state.soma[i]) - layer.activation(read.basal[i])
             error = mismatch.div(-scales[i])
-            assign_gradient(layer.weight, layer.weight_gradient(error, read.rates[i]))
-            if layer.bias is not None:
-                assign_gradient(layer.bias, layer.bias_gradient(error))
+            write_layer_update(
+                layer, layer.weight_gradient(error, read.rates[i]), layer.bias_gradient(error)
+            )
             errors.append(error)
         return errors
-
-    def _prediction_mismatch(self, state: _CircuitState, read: _Readout) -> list[Tensor]:
-        """f(u^I_l) - f(v^_I,l) per interneuron population."""
-        return [
-            self.network.layers[i + 1].activation(u) - self.network.layers[i + 1].activation(v)
-            for i, (u, v) in enumerate(
-                zip(state.interneuron, read.interneuron_dendrite, strict=True)
-            )
-        ]
 
     def _write_prediction_updates(
         self, state: _CircuitState, read: _Readout, normalised: bool
@@ -351,28 +296,25 @@ class DendriticMicrocircuit(LearningRule):
         least-squares filter. Both readouts must come from settled phases: a lagging interneuron
         soma, amplified by the upper layer's rate, makes the tracking unstable."""
         k, batch = self._constants(), read.rates[0].shape[0]
-        nudge = k["interneuron_nudge"]
-        for i, mismatch in enumerate(self._prediction_mismatch(state, read)):
+        nudge, layers = k["interneuron_nudge"], self.network.layers
+        mismatches, factors = [], []
+        for i, (u, v) in enumerate(zip(state.interneuron, read.interneuron_dendrite, strict=True)):
+            mismatches.append(layers[i + 1].activation(u) - layers[i + 1].activation(v))
             if normalised:
                 scale = nudge * batch * input_power(read.rates[i + 1])
             else:
                 scale = nudge * self._layer_scales(batch)[i + 1]
-            factor = -self.options.interneuron_rate / scale
-            gradient = mismatch.t() @ read.rates[i + 1] * factor
-            assign_gradient(self.pyramid_to_interneuron[i], gradient)
-            assign_gradient(self.interneuron_bias[i], mismatch.sum(dim=0) * factor)
+            factors.append(-self.options.interneuron_rate / scale)
+        self.interneurons.write_prediction_updates(mismatches, read.rates[1:-1], factors)
 
     def _write_cancellation_updates(self, state: _CircuitState, read: _Readout) -> None:
         """Interneuron -> pyramid synapses drive the apical to rest; learned top-down synapses
         predict the lower soma."""
-        batch = read.rates[0].shape[0]
-        for i, apical in enumerate(read.apical):
-            presynaptic = read.interneuron_rates[i]
-            gradient = presynaptic.t() @ apical
-            gradient *= self.options.interneuron_rate / (batch * input_power(presynaptic))
-            assign_gradient(self.interneuron_to_pyramid[i], gradient)
+        rate = self.options.interneuron_rate
+        self.interneurons.write_cancellation_updates(read.apical, read.interneuron_rates, rate)
         if self.options.top_down == "learned":
-            for i, top_down in enumerate(self.top_down):
+            batch = read.rates[0].shape[0]
+            for i, top_down in enumerate(self.feedback):
                 f = self.network.layers[i].activation
                 presynaptic = read.rates[i + 2]
                 mismatch = f(state.soma[i]) - f(presynaptic @ top_down)

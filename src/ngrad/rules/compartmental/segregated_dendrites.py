@@ -22,61 +22,54 @@ neuron's somatic potential and the neuron's own two plateau potentials; Y is fix
 Guerguiev, Lillicrap & Richards (2017). Towards deep learning with segregated dendrites. eLife 6,
 e22901.
 
-Kept: two phases of fixed length, leaky somatic integration with the paper's conductances
-(g_L = 0.1, g_B = g_D = 0.6, the teacher's g_E + g_I = 1), no apical conductance, plateaus as the
-sigmoid of the apical potential averaged over the end of each phase (the paper: the last 20 of 50
-steps), the local hidden loss, direct random feedback from the output to every hidden layer.
-Simplified: rates instead of Poisson spikes (no synaptic kernel: a synapse's input is the
-presynaptic rate), phases of fixed length (the paper drew them from a Wald distribution), all
-neurons plateau at the same step, any hidden activation (the paper: sigmoid with maximum rate
-0.2), exponential Euler steps, and the teacher nudges the output potential toward
-u_trg = a_L - N dL/da_L (``compartments.py``) instead of pulling target units to E_E = 8 and the
-others to E_I = -8. The forward phase starts from the somata settled on the input (the basal
-potentials: with a segregated apical this is the forward phase's equilibrium, so its averages are
-exact; starting from rest, a phase too short to settle biases the output update toward growing
-logits), the target phase from where the forward phase ended. Every update is divided by
-lambda N sigma'(0), lambda = g_som / (g_L + g_D + g_som), which makes the output update BP's
-gradient and a hidden update DFA's (BP's for one hidden layer with Y = W_L) when the apical
-potential is near 0. Default steps (4 + 8, window 4, ``dt`` = 1): the target phase settles to
-1e-4 of its fixed point before the window, at about 5x backprop's time per batch.
+ngrad's reading. Two phases of fixed length with the paper's leaky somatic integration and
+conductances; plateaus are the sigmoid of the apical potential averaged over the last
+``plateau_window`` steps of each phase; rates instead of Poisson spikes; any hidden activation;
+exponential Euler steps; the teacher nudges the output potential toward u_trg = a_L - N dL/da_L
+(``compartments.py``). The forward phase starts from the somata settled on the input (with a
+segregated apical this is the forward phase's equilibrium), the target phase from where the
+forward phase ended. Every update is divided by lambda N sigma'(0), lambda = g_som / (g_L + g_D +
+g_som), which makes the output update BP's gradient and a hidden update DFA's (BP's for one hidden
+layer with Y = W_L) when the apical potential is near 0. What is kept, what is simplified and the
+defaults: ``docs/compartmental.md``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import Tensor
 
 from ngrad.nn.activations import SIGMOID_SLOPE_AT_ZERO
-from ngrad.nn.init import random_like
+from ngrad.nn.init import Init
 from ngrad.nn.network import Network
 from ngrad.numeric import root_mean_square
 from ngrad.options import check_bounds
-from ngrad.rules.base import FeedbackPair, LearningRule, StepRecord, assign_gradient
+from ngrad.rules.base import FeedbackPair, LearningRule, StepRecord, write_layer_update
 from ngrad.rules.compartmental.compartments import (
     CompartmentTrace,
-    has_dense_layers_and_linear_output,
     relaxation_rate,
     stack_steps,
     teacher_potential,
+    unsupported_network_reason,
 )
+from ngrad.rules.feedback import random_feedback
 
 __all__ = ["PhaseAverages", "SegregatedDendrites"]
 
 
 @dataclass(frozen=True)
 class SegregatedOptions:
-    g_leak: float = 0.1
-    g_basal: float = 0.6
-    g_dendrite: float = 0.6  # output dendrite to soma
-    g_soma: float = 1.0  # teacher conductance (g_E + g_I in the paper)
-    dt: float = 1.0
-    forward_steps: int = 4
-    target_steps: int = 8
+    g_leak: float = 0.1  # g_L, leak conductance of every soma
+    g_basal: float = 0.6  # g_B, basal dendrite to soma (hidden layers)
+    g_dendrite: float = 0.6  # g_D, output dendrite to soma
+    g_soma: float = 1.0  # g_som, teacher conductance (g_E + g_I in the paper)
+    dt: float = 1.0  # exponential-Euler step (units of capacitance / conductance)
+    forward_steps: int = 4  # steps of the forward phase (no teacher)
+    target_steps: int = 8  # steps of the target phase (teacher nudges the output)
     plateau_window: int = 4  # steps averaged at the end of each phase
-    init: Literal["pytorch", "xavier", "kaiming", "gaussian"] = "pytorch"  # of Y
+    init: Init = "pytorch"  # how the feedback weights Y are drawn
     scale: float = 1.0  # multiplies Y after drawing it
 
     def __post_init__(self) -> None:
@@ -113,23 +106,21 @@ class SegregatedDendrites(LearningRule):
     def __init__(self, network: Network, loss="cross_entropy", **options) -> None:
         super().__init__(network, loss, **options)
         top = network.layers[-1].weight.detach()
-        for index, layer in enumerate(list(network.layers)[:-1]):
-            shape_like = top.new_empty(top.shape[0], layer.out_features)
-            feedback = random_like(shape_like, self.options.init, self.options.scale)
-            self.register_buffer(f"feedback_{index + 1}", feedback)
+        shapes = (top.new_empty(top.shape[0], layer.out_features) for layer in network.layers[:-1])
+        self.feedback = random_feedback(shapes, self.options.init, self.options.scale)
 
     @classmethod
-    def supports(cls, network: Network) -> bool:
-        return len(network.layers) >= 2 and has_dense_layers_and_linear_output(network)
+    def unsupported_reason(cls, network: Network) -> str | None:
+        return unsupported_network_reason(network)
 
-    def feedback_blocks(self) -> list[Tensor]:
-        """Y_l in (outputs x units of layer l) orientation: A_l = r_L @ Y_l."""
-        return [getattr(self, f"feedback_{i}") for i in range(1, len(self.network.layers))]
+    def feedback_matrices(self) -> list[Tensor]:
+        """Y_l for l = 1..L-1 in (outputs x units of layer l) orientation: A_l = r_L @ Y_l."""
+        return list(self.feedback)
 
     def feedback_pairs(self) -> list[FeedbackPair]:
         """Y_l against W_L ... W_{l+1}, what it stands in for (as DFA's blocks)."""
         layers, pairs = list(self.network.layers), []
-        for index, block in enumerate(self.feedback_blocks()):
+        for index, block in enumerate(self.feedback_matrices()):
             product = layers[-1].weight
             for layer in reversed(layers[index + 1 : -1]):
                 product = product @ layer.weight
@@ -161,7 +152,7 @@ class SegregatedDendrites(LearningRule):
                 for i, (c, target) in enumerate(zip(soma, equilibria, strict=True))
             ]
             rates = [inputs] + [layer.activation(c) for layer, c in zip(layers, soma, strict=True)]
-            apical = [rates[-1] @ block for block in self.feedback_blocks()]
+            apical = [rates[-1] @ block for block in self.feedback_matrices()]
             if visited is not None:
                 visited.append((basal, apical, soma))
             if step >= steps - o.plateau_window:
@@ -204,9 +195,8 @@ class SegregatedDendrites(LearningRule):
             else:
                 difference = target.rates[-1] - forward.rates[-1]
                 error = difference * slope / -scale
-            assign_gradient(layer.weight, layer.weight_gradient(error, forward.rates[index]))
-            if layer.bias is not None:
-                assign_gradient(layer.bias, layer.bias_gradient(error))
+            weight_update = layer.weight_gradient(error, forward.rates[index])
+            write_layer_update(layer, weight_update, layer.bias_gradient(error))
             errors.append(error)
         series = {
             "plateau_difference_by_layer": [

@@ -1,0 +1,106 @@
+"""The interneurons of the dendritic microcircuit and their plasticity.
+
+Hidden layer l = 1..L-1 has one interneuron per neuron of layer l + 1. Interneuron population l
+reads the pyramidal rates r_l of its own layer through W^IP_l and is nudged toward the upper
+layer's soma u_{l+1}; it inhibits the apical dendrites of layer l through W^PI_l:
+
+    dendrite    v^_I,l = W^IP_l r_l + b^I_l
+    apical      v_A,l  = B_l r_{l+1} + W^PI_l r^I_l,        r^I_l = f_{l+1}(u^I_l)
+    pyramid -> interneuron   Delta W^IP_l ~ (f(u^I_l) - f(v^_I,l)) r_l^T
+    interneuron -> pyramid   Delta W^PI_l ~ -v_A,l r^I_l^T      (drives the apical to rest, 0)
+
+In the self-predicting state W^IP_l = W_{l+1}, b^I_l = b_{l+1}, W^PI_l = -B_l the interneurons
+predict the upper layer exactly and cancel the top-down input: v_A = 0 without a teacher.
+
+Sacramento, Costa, Bengio & Senn (2018). Dendritic cortical microcircuits approximate the
+backpropagation algorithm. NeurIPS 31. Notation and settings: ``docs/compartmental.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from ngrad.nn.init import random_like
+from ngrad.nn.layers import Layer
+from ngrad.rules.base import assign_gradient
+from ngrad.rules.compartmental.compartments import input_power
+
+__all__ = ["Interneurons"]
+
+
+class Interneurons(nn.Module):
+    """W^IP_l, b^I_l and W^PI_l for l = 1..L-1, shaped like W_{l+1}, b_{l+1} and W_{l+1}."""
+
+    def __init__(self, upper_layers: Sequence[Layer]) -> None:
+        super().__init__()
+        self.pyramid_to_interneuron = nn.ParameterList(
+            nn.Parameter(torch.empty_like(layer.weight.detach())) for layer in upper_layers
+        )
+        self.bias = nn.ParameterList(
+            nn.Parameter(layer.weight.new_zeros(layer.out_features).detach())
+            for layer in upper_layers
+        )
+        self.interneuron_to_pyramid = nn.ParameterList(
+            nn.Parameter(torch.empty_like(layer.weight.detach())) for layer in upper_layers
+        )
+
+    @torch.no_grad()
+    def make_self_predicting(self, upper_layers: Sequence[Layer], top_down: list[Tensor]) -> None:
+        """W^IP_l := W_{l+1}, b^I_l := b_{l+1}, W^PI_l := -B_l (the apical cancels exactly)."""
+        for index, layer in enumerate(upper_layers):
+            self.pyramid_to_interneuron[index].copy_(layer.weight)
+            self.bias[index].copy_(layer.bias if layer.bias is not None else 0.0)
+            self.interneuron_to_pyramid[index].copy_(-top_down[index])
+
+    @torch.no_grad()
+    def randomise(self, upper_layers: Sequence[Layer]) -> None:
+        """Redraw W^IP, b^I and W^PI at random: far from the self-predicting state."""
+        for index, layer in enumerate(upper_layers):
+            weight = layer.weight.detach()
+            self.pyramid_to_interneuron[index].copy_(random_like(weight))
+            self.bias[index].zero_()
+            self.interneuron_to_pyramid[index].copy_(random_like(weight))
+
+    def dendrites(self, hidden_rates: Sequence[Tensor]) -> list[Tensor]:
+        """v^_I,l = W^IP_l r_l + b^I_l from the hidden rates r_1..r_{L-1}."""
+        return [
+            F.linear(rates, weight, bias)
+            for rates, weight, bias in zip(
+                hidden_rates, self.pyramid_to_interneuron, self.bias, strict=True
+            )
+        ]
+
+    def apical(
+        self, upper_rates: Sequence[Tensor], rates: Sequence[Tensor], top_down: list[Tensor]
+    ) -> list[Tensor]:
+        """v_A,l = B_l r_{l+1} + W^PI_l r^I_l (``upper_rates`` r_2..r_L, ``rates`` r^I_l)."""
+        return [
+            torch.addmm(upper @ feedback, interneuron, self.interneuron_to_pyramid[i])
+            for i, (upper, interneuron, feedback) in enumerate(
+                zip(upper_rates, rates, top_down, strict=True)
+            )
+        ]
+
+    def write_prediction_updates(
+        self, mismatches: Sequence[Tensor], hidden_rates: Sequence[Tensor], factors: list[float]
+    ) -> None:
+        """Pyramid -> interneuron synapses: (f(u^I_l) - f(v^_I,l)) r_l^T times ``factors[l]``
+        (negative: the step's rate and normalisation) into ``.grad``."""
+        for i, (mismatch, factor) in enumerate(zip(mismatches, factors, strict=True)):
+            gradient = mismatch.t() @ hidden_rates[i] * factor
+            assign_gradient(self.pyramid_to_interneuron[i], gradient)
+            assign_gradient(self.bias[i], mismatch.sum(dim=0) * factor)
+
+    def write_cancellation_updates(
+        self, apical: Sequence[Tensor], rates: Sequence[Tensor], rate: float
+    ) -> None:
+        """Interneuron -> pyramid synapses drive the apical to rest, as a normalised
+        least-squares filter: v_A,l r^I_l^T rate / (N (1 + mean |r^I_l|^2)) into ``.grad``."""
+        for i, (potential, presynaptic) in enumerate(zip(apical, rates, strict=True)):
+            gradient = presynaptic.t() @ potential
+            gradient *= rate / (presynaptic.shape[0] * input_power(presynaptic))
+            assign_gradient(self.interneuron_to_pyramid[i], gradient)
