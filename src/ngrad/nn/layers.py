@@ -22,6 +22,7 @@ from torch.nn import functional as F
 
 from ngrad.nn.activations import Activation, get_activation
 from ngrad.nn.init import initialise_
+from ngrad.nn.validation import check_size
 
 __all__ = ["Conv2dLayer", "DenseLayer", "Layer"]
 
@@ -75,6 +76,8 @@ class DenseLayer(Layer):
         init: str = "pytorch",
     ) -> None:
         super().__init__(activation)
+        in_features = check_size(in_features, "DenseLayer in_features")
+        out_features = check_size(out_features, "DenseLayer out_features")
         self.in_features, self.out_features = in_features, out_features
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
@@ -112,7 +115,10 @@ class Conv2dLayer(Layer):
         init: str = "pytorch",
     ) -> None:
         super().__init__(activation)
-        self.stride, self.padding = stride, padding
+        in_channels = check_size(in_channels, "Conv2dLayer in_channels")
+        out_channels = check_size(out_channels, "Conv2dLayer out_channels")
+        kernel_size = check_size(kernel_size, "Conv2dLayer kernel_size")
+        self.stride, self.padding = check_size(stride, "Conv2dLayer stride"), padding
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
         fan_in = in_channels * kernel_size * kernel_size

@@ -7,13 +7,16 @@ Notation: h_0 = x; a_l = W_l h_{l-1} + b_l; h_l = f(a_l); l = 1..L.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from ngrad.nn.activations import Activation
 from ngrad.nn.layers import Conv2dLayer, DenseLayer, Layer
+from ngrad.nn.validation import check_size
 
 __all__ = ["ForwardTrace", "Network", "convnet", "mlp"]
 
@@ -39,7 +42,11 @@ class Network(nn.Module):
         if not layers:
             raise ValueError("a network needs at least one layer")
         self.layers = nn.ModuleList(layers)
-        self.input_shape = tuple(input_shape) if input_shape is not None else None
+        self.input_shape = (
+            tuple(check_size(s, "input_shape entry") for s in input_shape)
+            if input_shape is not None
+            else None
+        )
 
     def layer_output_shapes(self) -> list[torch.Size]:
         """Per-sample shape of every layer's output (one dummy forward pass)."""
@@ -80,9 +87,10 @@ def mlp(
     Hidden layers use ``activation``; the last layer uses ``output_activation`` (identity: logits
     for the cross-entropy loss). ``init`` is one of pytorch, xavier, kaiming, gaussian.
     """
-    sizes = [int(s) for s in sizes]
-    if len(sizes) < 2 or any(s < 1 for s in sizes):
-        raise ValueError(f"mlp needs at least two positive layer sizes, got {sizes}")
+    given = _size_list(sizes, "mlp's sizes")
+    if len(given) < 2:
+        raise ValueError(f"mlp needs at least two positive layer sizes, got {given!r}")
+    sizes = [check_size(s, f"mlp layer size {i} in {given!r}") for i, s in enumerate(given)]
     last = len(sizes) - 2
     return Network(
         [
@@ -104,7 +112,15 @@ def convnet(
     init: str = "pytorch",
 ) -> Network:
     """Strided convolutions (``channels``), then dense layers (``hidden``), then the classifier."""
-    c, h, w = input_shape
+    shape = _size_list(input_shape, "convnet's input_shape")
+    if len(shape) != 3:
+        raise ValueError(f"convnet's input_shape is (channels, height, width), got {shape!r}")
+    c, h, w = (check_size(s, f"convnet input_shape entry in {shape!r}") for s in shape)
+    channels = [check_size(s, "convnet channel count") for s in _size_list(channels, "channels")]
+    hidden = [check_size(s, "convnet hidden width") for s in _size_list(hidden, "hidden")]
+    num_classes = check_size(num_classes, "convnet num_classes")
+    kernel_size = check_size(kernel_size, "convnet kernel_size")
+    stride = check_size(stride, "convnet stride")
     layers: list[Layer] = []
     padding = kernel_size // 2
     for out_c in channels:
@@ -117,4 +133,11 @@ def convnet(
         layers.append(DenseLayer(features, width, activation, init=init))
         features = width
     layers.append(DenseLayer(features, num_classes, "identity", init=init))
-    return Network(layers, input_shape=input_shape)
+    return Network(layers, input_shape=shape)
+
+
+def _size_list(sizes: Any, what: str) -> list[Any]:
+    """``sizes`` as a list, refusing a single number or a string in place of a sequence."""
+    if isinstance(sizes, str | bytes) or not isinstance(sizes, Iterable):
+        raise TypeError(f"{what} must be a sequence of positive integers, got {sizes!r}")
+    return list(sizes)

@@ -8,7 +8,7 @@ from ngrad.errors import ConfigError
 from ngrad.nn.losses import Loss
 from ngrad.nn.network import Network
 from ngrad.rules.backprop import Backprop
-from ngrad.rules.base import FeedbackPair, LearningRule, StepRecord
+from ngrad.rules.base import FeedbackPair, LearningRule, StepRecord, check_network
 from ngrad.rules.compartmental.burstprop import Burstprop
 from ngrad.rules.compartmental.dendritic_microcircuit import DendriticMicrocircuit
 from ngrad.rules.compartmental.segregated_dendrites import SegregatedDendrites
@@ -85,7 +85,13 @@ def get_rule_class(name: str) -> type[LearningRule]:
 def make_rule(
     name: str, network: Network, loss: str | Loss = "cross_entropy", **options: Any
 ) -> LearningRule:
-    """Build rule ``name`` on ``network``; unknown names or options raise ConfigError."""
+    """Build rule ``name`` on ``network``; unknown names or options raise ConfigError, a
+    ``network`` that is not an ngrad Network a TypeError."""
+    if not isinstance(name, str):
+        raise TypeError(
+            f"make_rule takes the rule's name (one of {', '.join(REGISTRY)}), got {name!r}"
+        )
+    check_network(network)
     cls = get_rule_class(name)
     if not cls.supports(network):
         reason = cls.unsupported_reason(network) or f"see its description: {cls.summary}"

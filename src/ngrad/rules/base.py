@@ -8,11 +8,22 @@ gradient is overwritten, not accumulated: no ``zero_grad`` is needed between ste
 
 ``rule.parameters()`` yields exactly the trained parameters; fixed feedback matrices are buffers, so
 ``rule.state_dict()`` checkpoints the network and the whole feedback pathway together.
+
+Every rule checks what it is handed the same way: ``backward``, ``diagnose``, ``forward`` and
+``representations`` refuse inputs of another shape, dtype or device than the network's, an empty
+batch, and labels that are not int64 class indices of shape (N,) in range (checked on the CPU), with
+one ``TypeError``/``ValueError`` naming the problem and what was expected (see
+:mod:`ngrad.nn.validation`). The check runs once, at the outermost call: a rule's own calls of these
+methods (``super().backward``, ``self.backward`` inside ``diagnose``) are not checked again.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -22,6 +33,7 @@ from torch import Tensor, nn
 from ngrad.nn.layers import Layer
 from ngrad.nn.losses import Loss, get_loss
 from ngrad.nn.network import Network
+from ngrad.nn.validation import check_inputs, check_labels
 from ngrad.options import build_options, options_as_dict
 
 __all__ = [
@@ -30,6 +42,7 @@ __all__ = [
     "NoOptions",
     "StepRecord",
     "assign_gradient",
+    "check_network",
     "write_layer_update",
 ]
 
@@ -67,6 +80,50 @@ class FeedbackPair:
     forward: Tensor
 
 
+_INSIDE_CHECKED_CALL: ContextVar[bool] = ContextVar("ngrad_inside_checked_call", default=False)
+
+
+def _checked(method: Callable[..., Any], with_labels: bool) -> Callable[..., Any]:
+    """``method`` (taking inputs, and labels if ``with_labels``) behind the batch checks, which run
+    only at the outermost checked call."""
+    if getattr(method, "_ngrad_checked", False):
+        return method
+    names = list(inspect.signature(method).parameters)[1:3]
+
+    @functools.wraps(method)
+    def checked(self: LearningRule, *args: Any, **kwargs: Any) -> Any:
+        if _INSIDE_CHECKED_CALL.get():
+            return method(self, *args, **kwargs)
+        given = [args[i] if i < len(args) else kwargs.get(name) for i, name in enumerate(names)]
+        if given and given[0] is not None:
+            check_inputs(self.network, given[0])
+            if with_labels and len(given) > 1:
+                check_labels(self.network, given[1], given[0].shape[0])
+        token = _INSIDE_CHECKED_CALL.set(True)
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            _INSIDE_CHECKED_CALL.reset(token)
+
+    checked._ngrad_checked = True  # type: ignore[attr-defined]
+    return checked
+
+
+# public methods taking a batch -> whether they also take its labels
+_CHECKED_METHODS = {"backward": True, "diagnose": True, "forward": False, "representations": False}
+
+
+def check_network(network: Any) -> None:
+    """TypeError unless ``network`` is an ngrad :class:`~ngrad.nn.network.Network`."""
+    if not isinstance(network, Network):
+        kind = type(network)
+        given = repr(network) if kind.__module__ == "builtins" else kind.__qualname__
+        raise TypeError(
+            "a rule trains an ngrad Network (build one with ngrad.mlp or ngrad.convnet), got "
+            f"{given[:80]}"
+        )
+
+
 class LearningRule(nn.Module, ABC):
     """Base class of all rules; subclasses set the class attributes and implement ``backward``."""
 
@@ -75,7 +132,15 @@ class LearningRule(nn.Module, ABC):
     citation: ClassVar[str]
     Options: ClassVar[type] = NoOptions
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for method_name, with_labels in _CHECKED_METHODS.items():
+            method = cls.__dict__.get(method_name)
+            if inspect.isfunction(method):
+                setattr(cls, method_name, _checked(method, with_labels))
+
     def __init__(self, network: Network, loss: str | Loss = "cross_entropy", **options: Any):
+        check_network(network)
         super().__init__()
         self.network = network
         self.loss = get_loss(loss)
@@ -89,6 +154,7 @@ class LearningRule(nn.Module, ABC):
 
     @classmethod
     def supports(cls, network: Network) -> bool:
+        check_network(network)
         return cls.unsupported_reason(network) is None
 
     @abstractmethod
@@ -131,11 +197,23 @@ class LearningRule(nn.Module, ABC):
             groups.append(group)
         return groups
 
+    def check_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        """Raise ConfigError if ``optimizer`` cannot apply this rule's updates as the rule means
+        them (e.g. Kolen-Pollack needs the same SGD step on W and B); called by the training loop
+        right after it builds the optimiser. Any optimiser is fine by default."""
+
     def describe(self) -> dict[str, Any]:
         return {"rule": self.name, "loss": self.loss.name, "options": options_as_dict(self.options)}
 
     def extra_repr(self) -> str:
         return f"rule={self.name}, loss={self.loss.name}, options={options_as_dict(self.options)}"
+
+
+# the base class's own batch methods get the same checks as its subclasses' overrides
+for _method_name, _with_labels in _CHECKED_METHODS.items():
+    _method = LearningRule.__dict__[_method_name]
+    if not getattr(_method, "__isabstractmethod__", False):
+        setattr(LearningRule, _method_name, _checked(_method, _with_labels))
 
 
 def assign_gradient(parameter: Tensor, update: Tensor) -> None:
