@@ -1,4 +1,4 @@
-"""Brain-likeness on MNIST (issue 6): how close is each rule's representation to backprop's, and
+"""Brain-likeness on MNIST: how close is each rule's representation to backprop's, and
 do better classifiers learn more backprop-like representations?
 
     python benchmarks/similarity_mnist.py [--out results/similarity_mnist] [--rules bp,fa,...]
@@ -25,11 +25,9 @@ from pathlib import Path
 
 from _common import default_data_dir
 
-from ngrad.cli.similarity import (
-    SimilaritySettings,
-    print_report,
-    run_similarity,
-)
+from ngrad.analysis.report import print_report
+from ngrad.analysis.similarity_runs import SimilaritySettings
+from ngrad.cli.similarity import run_similarity
 from ngrad.train.compare import compare_rules, format_table
 from ngrad.train.config import make_config
 
@@ -81,7 +79,7 @@ def main() -> None:
                 print(f"  {record['rule']} seed {record['seed']}: {record['status']}")
     middle = time.perf_counter()
     settings = SimilaritySettings(samples=args.samples, bootstrap=args.bootstrap)
-    results = run_similarity([out / "compare"], out / "similarity", settings)
+    results = run_similarity([out / "compare"], out / "similarity", settings, progress=True)
     print(f"\nsimilarity: {time.perf_counter() - middle:.0f} s\n")
     print_report(results)
     print(f"\ntotal {time.perf_counter() - start:.0f} s; outputs in {out}/similarity/")

@@ -3,6 +3,7 @@ recording, and one-line errors."""
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ FAST = ["--samples", "120", "--bootstrap", "40", "--no-progress"]
 def compare_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("similarity") / "cmp"
     args = ["compare", "--rules", "fa", "--seeds", "2", "--epochs", "1", "--hidden", "16,12"]
-    args += ["--diagnostics-samples", "0", "--no-progress", "--out", str(out)]
+    args += ["--batch-size", "16", "--diagnostics-samples", "0", "--no-progress", "--out", str(out)]
     assert main(args) == 0
     return out
 
@@ -99,15 +100,15 @@ def test_compare_directory_with_a_planted_recording(
     )
 
 
-def test_run_directories_a_layer_and_an_unmatched_seed(compare_dir, tmp_path, capsys):
+def test_run_directories_a_layer_and_pairing_by_seed(compare_dir, tmp_path, capsys):
     runs = compare_dir / "runs"
     out = tmp_path / "sim"
-    args = ["similarity", str(runs / "bp-seed0"), str(runs / "fa-seed1"), "--layer", "2"]
+    args = ["similarity", str(runs / "bp-seed1"), str(runs / "fa-seed1"), "--layer", "2"]
     assert main([*args, "--out", str(out), *FAST]) == 0
     results = json.loads((out / "results.json").read_text())
     by_rule = {r["rule"]: r for r in results["runs"]}
     assert results["layers"] == [2] and [row["layer"] for row in by_rule["fa"]["layers"]] == [2]
-    assert by_rule["fa"]["reference_seed"] == 0 and not by_rule["fa"]["matched_by_seed"]
+    assert by_rule["fa"]["reference_seed"] == 1 and by_rule["fa"]["matched_by_seed"]
     assert by_rule["bp"]["reference_run"] is None and "cka" not in by_rule["bp"]["layers"][0]
     other = tmp_path / "against_fa"
     args = ["similarity", str(compare_dir), "--reference", "fa", "--out", str(other), *FAST]
@@ -120,12 +121,57 @@ def test_run_directories_a_layer_and_an_unmatched_seed(compare_dir, tmp_path, ca
     }
 
 
+def _copy_run(compare_dir: Path, name: str, where: Path) -> Path:
+    copy = where / name
+    shutil.copytree(compare_dir / "runs" / name, copy)
+    return copy
+
+
+def test_runs_that_cannot_be_paired_are_refused(compare_dir, tmp_path, capsys):
+    runs, out = compare_dir / "runs", ["--out", str(tmp_path / "o"), *FAST]
+    # another seed: no bp run of fa's seed
+    assert main(["similarity", str(runs / "bp-seed0"), str(runs / "fa-seed1"), *out]) == 2
+    _one_error_line(capsys.readouterr().err, "no bp run with seed 1", "fa-seed1")
+    # another experiment: a reference run trained longer with another activation
+    other = _copy_run(compare_dir, "bp-seed1", tmp_path / "other")
+    config = json.loads((other / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps(config | {"epochs": 3, "activation": "relu"}))
+    assert main(["similarity", str(runs / "fa-seed1"), str(other), *out]) == 2
+    _one_error_line(capsys.readouterr().err, "different experiments", "activation", "epochs")
+    # the same rule and seed twice
+    twin = _copy_run(compare_dir, "bp-seed0", tmp_path / "twin")
+    assert main(["similarity", str(compare_dir), str(twin), *out]) == 2
+    _one_error_line(capsys.readouterr().err, "both bp with seed 0")
+
+
+def test_damaged_runs_are_named(compare_dir, tmp_path, capsys):
+    out = ["--out", str(tmp_path / "o"), *FAST]
+    fa = _copy_run(compare_dir, "fa-seed0", tmp_path)
+    bp = _copy_run(compare_dir, "bp-seed0", tmp_path)
+    (bp / "summary.json").write_text('{"test_accuracy": 0.5,')
+    assert main(["similarity", str(bp), str(fa), *out]) == 1
+    _one_error_line(capsys.readouterr().err, "summary.json")
+    (bp / "summary.json").unlink()
+    state = torch.load(fa / "best.pt", weights_only=True)
+    name = next(key for key in state["rule_state"] if key.endswith("weight"))
+    state["rule_state"][name][0, 0] = float("nan")
+    torch.save(state, fa / "best.pt")
+    assert main(["similarity", str(bp), str(fa), *out]) == 1
+    _one_error_line(capsys.readouterr().err, "best.pt", "non-finite", name)
+    (fa / "best.pt").write_bytes(b"PK\x03\x04" + bytes(range(256)) * 4)  # a fake zip
+    assert main(["similarity", str(bp), str(fa), *out]) == 1
+    _one_error_line(capsys.readouterr().err, str(fa / "best.pt"))
+
+
 @pytest.mark.parametrize(
     ("extra", "code", "fragments"),
     [
         (["--reference", "nope"], 2, ["unknown rule 'nope'"]),
         (["--layer", "4"], 2, ["--layer", "between 1 and 3"]),
         (["--layer", "one"], 2, ["--layer"]),
+        (["--layer", ","], 2, ["--layer", "','"]),
+        (["--layer", "1,,2"], 2, ["--layer"]),
+        (["--layer", "2,2"], 2, ["--layer", "twice"]),
         (["--samples", "2"], 2, ["--samples"]),
     ],
 )
@@ -150,3 +196,53 @@ def test_missing_inputs_and_bad_recordings(compare_dir, tmp_path, capsys):
     _one_error_line(capsys.readouterr().err, "100 values", "take 64")
     assert main(["similarity", str(compare_dir), "--neural", str(tmp_path / "x.npz"), *out]) == 1
     _one_error_line(capsys.readouterr().err, "does not exist")
+
+
+def _recording(path: Path, stimuli: np.ndarray, responses: np.ndarray) -> Path:
+    np.savez(path, stimuli=stimuli, responses=responses)
+    return path
+
+
+def test_a_noise_dominated_recording_is_reported_not_a_crash(compare_dir, tmp_path, capsys):
+    """Two seeds of each rule and a split-half ceiling <= 0: predictivity cannot be normalised;
+    the raw r is kept, the table shows "-", and a line says why."""
+    rng = np.random.default_rng(3)
+    first = rng.normal(size=(60, 5))
+    responses = np.stack([first, -first + 0.05 * rng.normal(size=(60, 5))], axis=2)
+    stimuli = load_run(compare_dir / "runs" / "bp-seed0").data.val_x[:60].numpy()
+    recording = _recording(tmp_path / "noise.npz", stimuli, responses)
+    out = tmp_path / "sim"
+    args = ["similarity", str(compare_dir), "--neural", str(recording), "--out", str(out)]
+    assert main([*args, *FAST]) == 0
+    printed = capsys.readouterr()
+    assert "split-half ceiling is" in printed.out and "Traceback" not in printed.err
+    results = json.loads((out / "results.json").read_text())
+    assert results["neural"]["ceiling"] is None or results["neural"]["ceiling"] <= 0
+    prediction = results["runs"][0]["layers"][0]["predictivity"]
+    assert prediction["normalized"] is None and prediction["raw"] is not None
+    assert all(row["predictivity"]["mean"] is None for row in results["table"])
+    assert "split-half ceiling" in (out / "similarity.md").read_text()
+
+
+def test_unusable_recordings_are_one_line_each(compare_dir, tmp_path, capsys):
+    stimuli = load_run(compare_dir / "runs" / "bp-seed0").data.val_x[:60].numpy()
+    constant = _recording(tmp_path / "constant.npz", stimuli, np.ones((60, 261, 2)))
+    fake = tmp_path / "fake.npz"
+    fake.write_bytes(b"PK\x03\x04" + bytes(range(256)) * 4)
+    out = ["--out", str(tmp_path / "o"), *FAST]
+    for path, fragment in [(constant, "the same for every stimulus"), (fake, "not a readable")]:
+        assert main(["similarity", str(compare_dir), "--neural", str(path), *out]) == 1
+        _one_error_line(capsys.readouterr().err, str(path), fragment)
+
+
+def test_ctrl_c_does_not_suggest_resuming_training(compare_dir, tmp_path, capsys, monkeypatch):
+    import ngrad.analysis.similarity_runs as similarity_runs
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(similarity_runs, "compare_runs", interrupted)
+    args = ["similarity", str(compare_dir), "--out", str(tmp_path / "o"), *FAST]
+    assert main(args) == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "--resume" not in err and "Traceback" not in err

@@ -118,3 +118,36 @@ def test_validate_recording_accepts_integer_labels_and_flat_stimuli():
     stimuli, responses, _ = _arrays()
     recording = validate_recording(stimuli.reshape(40, 64), responses, np.arange(40) % 4)
     assert recording.stimuli.shape == (40, 64) and recording.objects.dtype.kind == "i"
+
+
+def test_damaged_and_hostile_archives_are_refused_before_reading(tmp_path):
+    """A zip signature over garbage, and an .npy header declaring far more than the archive
+    holds (numpy would try to allocate it): each a NeuralDataError naming the file."""
+    import io
+    import zipfile
+
+    fake = tmp_path / "fake.npz"
+    fake.write_bytes(b"PK\x03\x04" + bytes(range(256)) * 4)
+    with pytest.raises(NeuralDataError, match=r"fake\.npz: not a readable \.npz"):
+        load_neural_data(fake)
+    stimuli = _arrays()[0]
+    header = io.BytesIO()
+    declared = {"descr": "<f8", "fortran_order": False, "shape": (100_000_000_000,)}
+    np.lib.format.write_array_header_1_0(header, declared)
+    genuine = io.BytesIO()
+    np.save(genuine, stimuli)
+    huge = tmp_path / "huge.npz"
+    with zipfile.ZipFile(huge, "w") as archive:
+        archive.writestr("responses.npy", header.getvalue() + bytes(16))
+        archive.writestr("stimuli.npy", genuine.getvalue())
+    with pytest.raises(NeuralDataError, match=r"'responses' declares .*745 GiB.* 16 bytes"):
+        load_neural_data(huge)
+
+
+def test_constant_responses_are_refused():
+    stimuli, responses, _ = _arrays()
+    with pytest.raises(NeuralDataError, match="the same for every stimulus"):
+        validate_recording(stimuli, np.ones_like(responses))
+    varying = responses.copy()
+    varying[:, 1:, :] = 2.0  # one site varies: accepted
+    assert validate_recording(stimuli, varying).n_sites == 5

@@ -248,3 +248,56 @@ def test_predictivity_checks_its_inputs():
         neural_predictivity(rng.normal(size=(50, 4)), rng.normal(size=(50, 3)))
     with pytest.raises(DegenerateRepresentationError):
         neural_predictivity(np.ones((50, 4)), rng.normal(size=(50, 3, 2)))
+
+
+def test_ceiling_of_responses_that_do_not_vary_is_an_error_and_noise_gives_no_normalisation():
+    rng = np.random.default_rng(13)
+    with pytest.raises(ValueError, match="nothing to predict"):
+        split_half_ceiling(np.ones((30, 4, 2)))
+    first = rng.normal(size=(60, 5))
+    anticorrelated = np.stack([first, -first + 0.05 * rng.normal(size=(60, 5))], axis=2)
+    ceiling = split_half_ceiling(anticorrelated)
+    assert ceiling < 0
+    result = neural_predictivity(rng.normal(size=(60, 6)), anticorrelated, ceiling=ceiling)
+    assert math.isfinite(result.raw) and math.isnan(result.normalized)
+    assert math.isnan(result.attenuation_corrected) and math.isnan(result.explained_variance)
+
+
+def test_public_names_and_a_layout_without_cycles():
+    """ngrad.similarity keeps every measure (predictivity re-exported from its own module), and
+    each analysis, plot and command module imports on its own without importing ngrad.cli
+    (except the command modules themselves)."""
+    import json
+    import subprocess
+    import sys
+
+    from ngrad.analysis import predictivity
+
+    for name in ["cka", "rsa", "rdm", "compare_rdms", "neural_predictivity", "split_half_ceiling"]:
+        assert callable(getattr(ngrad.similarity, name))
+    assert ngrad.similarity.neural_predictivity is predictivity.neural_predictivity
+    modules = [
+        "ngrad.analysis.similarity",
+        "ngrad.analysis.predictivity",
+        "ngrad.analysis.report",
+        "ngrad.analysis.run_loading",
+        "ngrad.analysis.similarity_runs",
+        "ngrad.analysis.neuron",
+        "ngrad.plots.similarity",
+        "ngrad.plots.neuron",
+        "ngrad.cli.similarity",
+        "ngrad.cli.inspect",
+    ]
+    script = (
+        "import importlib, json, sys\n"
+        "module = importlib.import_module(sys.argv[1])\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith('ngrad.cli'))))"
+    )
+    for module in modules:
+        done = subprocess.run(
+            [sys.executable, "-c", script, module], capture_output=True, text=True, check=False
+        )
+        assert done.returncode == 0, (module, done.stderr)
+        loaded = json.loads(done.stdout)
+        if not module.startswith("ngrad.cli"):
+            assert loaded == [], (module, loaded)

@@ -18,6 +18,10 @@ Every problem raises :class:`NeuralDataError` naming the file and what is wrong.
 
 from __future__ import annotations
 
+import math
+import os
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,7 +98,7 @@ def validate_recording(
     source: str = "recording",
 ) -> NeuralRecording:
     """Check shapes, values and labels of a recording given as arrays (see the module doc)."""
-    from ngrad.analysis.similarity import stimulus_splits
+    from ngrad.analysis.predictivity import stimulus_splits
 
     stimuli, responses = np.asarray(stimuli), np.asarray(responses)
     if stimuli.ndim < 2:
@@ -120,6 +124,11 @@ def validate_recording(
         )
     stimuli = _numeric(stimuli, "stimuli", source).astype(np.float32)
     responses = _numeric(responses, "responses", source)
+    if not np.ptp(responses.mean(axis=2), axis=0).any():
+        raise NeuralDataError(
+            f"{source}: 'responses' are the same for every stimulus at every site, so there is "
+            "nothing to predict"
+        )
     labels = None if objects is None else _labels(np.asarray(objects), len(stimuli), source)
     try:
         stimulus_splits(len(stimuli), labels)
@@ -128,11 +137,64 @@ def validate_recording(
     return NeuralRecording(stimuli, responses, labels, source)
 
 
+_HEADER_READERS = {
+    (1, 0): np.lib.format.read_array_header_1_0,
+    (2, 0): np.lib.format.read_array_header_2_0,
+}
+
+
+def _gib(size: float) -> str:
+    return f"{size / 2**30:.3g} GiB" if size >= 2**20 else f"{size:.0f} bytes"
+
+
+def _memory_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _check_declared_sizes(path: Path) -> None:
+    """Compare each array's declared shape and dtype with the bytes the archive holds for it,
+    before numpy allocates what a header declares (a damaged header can declare terabytes)."""
+    total = 0
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            with archive.open(info) as stream:
+                if stream.read(6) != b"\x93NUMPY":
+                    continue  # not an array: numpy reports it
+                version = tuple(stream.read(2))
+                reader = _HEADER_READERS.get(version)
+                if reader is None:
+                    continue
+                shape, _, dtype = reader(stream)
+                header = stream.tell()
+            if dtype.hasobject:
+                continue  # refused as pickled objects when read
+            declared = math.prod(shape) * dtype.itemsize
+            held = info.file_size - header
+            name = info.filename.removesuffix(".npy")
+            if declared != held:
+                raise NeuralDataError(
+                    f"{path}: array {name!r} declares shape {shape} of {dtype} "
+                    f"({_gib(declared)}) but the archive holds {_gib(held)} for it; the file is "
+                    "damaged (save it again with numpy.savez)"
+                )
+            total += declared
+    memory = _memory_bytes()
+    if memory is not None and total > memory:
+        raise NeuralDataError(
+            f"{path}: its arrays need {_gib(total)}, more than this machine's memory "
+            f"({_gib(memory)})"
+        )
+
+
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
     with path.open("rb") as stream:
         if stream.read(4) != b"PK\x03\x04":
             raise NeuralDataError(f"{path}: not a readable .npz archive (no zip signature)")
     try:
+        _check_declared_sizes(path)
         with np.load(path, allow_pickle=False) as archive:
             return {key: archive[key] for key in archive.files}
     except ValueError as error:
@@ -141,8 +203,12 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
                 f"{path}: holds pickled objects; save labels as a string or integer array"
             ) from None
         raise NeuralDataError(f"{path}: not a readable .npz archive: {error}") from None
-    except (OSError, EOFError) as error:
+    except (OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as error:
+        # damaged zip structure or compressed data
         raise NeuralDataError(f"{path}: not a readable .npz archive: {error}") from None
+    except (NotImplementedError, RuntimeError, MemoryError) as error:  # compression, encryption
+        reason = str(error) or type(error).__name__
+        raise NeuralDataError(f"{path}: not a readable .npz archive: {reason}") from None
 
 
 def _read_netcdf(path: Path) -> dict[str, np.ndarray]:
@@ -154,7 +220,7 @@ def _read_netcdf(path: Path) -> dict[str, np.ndarray]:
         try:
             with netcdf_file(path, "r", mmap=False) as dataset:
                 return {name: np.array(var[...]) for name, var in dataset.variables.items()}
-        except (OSError, TypeError, ValueError) as error:
+        except (OSError, TypeError, ValueError, MemoryError) as error:
             raise NeuralDataError(f"{path}: not a readable NetCDF-3 file: {error}") from None
     try:
         import xarray

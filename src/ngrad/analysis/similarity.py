@@ -1,4 +1,4 @@
-"""Representational similarity and neural predictivity: pure functions on arrays.
+"""Representational similarity (CKA, RSA) and neural predictivity: pure functions on arrays.
 
 Every function takes stimuli x features arrays (rows are the same stimuli in the same order) and
 computes in float64.
@@ -16,14 +16,9 @@ computes in float64.
   confidence interval bootstraps stimuli (Nili et al. 2014, PLoS Comput. Biol. 10:e1003553):
   resample stimuli with replacement and drop the pairs of a stimulus with its own copy, whose
   dissimilarity is 0 by construction.
-- :func:`neural_predictivity`: as Brain-Score computes it (Schrimpf et al. 2018, bioRxiv 407007;
-  after Yamins et al. 2014, PNAS 111:8619): PLS regression (25 components, no feature scaling)
-  from model features to all recorded sites, 10 random 90/10 splits of the stimuli, stratified by
-  object label when labels are given; on each split the Pearson r of every site on the held-out
-  stimuli, the median over sites; the mean over splits. It is divided by the split-half ceiling
-  (:func:`split_half_ceiling`): repetitions split in two random halves, the per-site Pearson r of
-  the half-means, Spearman-Brown corrected to the full number of repetitions (r' = 2r / (1 + r)),
-  median over sites, mean over 10 splits.
+- :func:`neural_predictivity` and the split-half ceiling (Brain-Score's measure of how well a
+  representation predicts recorded responses) live in :mod:`ngrad.analysis.predictivity` and are
+  re-exported here, so ``ngrad.similarity.neural_predictivity`` keeps working.
 """
 
 from __future__ import annotations
@@ -33,8 +28,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.cross_decomposition import PLSRegression
-from sklearn.model_selection import ShuffleSplit, StratifiedShuffleSplit
+
+from ngrad.analysis.arrays import DegenerateRepresentationError, as_matrix, matched_pair
+from ngrad.analysis.predictivity import (
+    Predictivity,
+    neural_predictivity,
+    spearman_brown,
+    split_half_ceiling,
+    stimulus_splits,
+)
 
 __all__ = [
     "DegenerateRepresentationError",
@@ -50,32 +52,6 @@ __all__ = [
     "split_half_ceiling",
     "stimulus_splits",
 ]
-
-PLS_COMPONENTS = 25
-PREDICTIVITY_SPLITS = 10
-TRAIN_FRACTION = 0.9
-
-
-class DegenerateRepresentationError(ValueError):
-    """A representation without the variance a measure needs (e.g. a layer of dead units)."""
-
-
-def _matrix(values: np.ndarray, name: str) -> np.ndarray:
-    """``values`` as a float64 stimuli x features matrix (trailing dimensions flattened)."""
-    array = np.asarray(values, dtype=np.float64)
-    if array.ndim < 2:
-        raise ValueError(f"{name} must be stimuli x features, got shape {array.shape}")
-    array = array.reshape(array.shape[0], -1)
-    if not np.isfinite(array).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return array
-
-
-def _pair(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    x, y = _matrix(x, "x"), _matrix(y, "y")
-    if x.shape[0] != y.shape[0]:
-        raise ValueError(f"x has {x.shape[0]} stimuli and y has {y.shape[0]}: they must match")
-    return x, y
 
 
 # ------------------------------------------------------------------------------------- CKA ---
@@ -103,7 +79,7 @@ def cka(x: np.ndarray, y: np.ndarray, *, debiased: bool = False) -> float:
     2012's unbiased HSIC estimator (needs at least 4 stimuli; it can fall slightly below 0).
     Raises :class:`DegenerateRepresentationError` when either representation is constant.
     """
-    x, y = _pair(x, y)
+    x, y = matched_pair(x, y)
     x, y = x - x.mean(axis=0), y - y.mean(axis=0)
     if debiased:
         if x.shape[0] < 4:
@@ -124,7 +100,7 @@ def cka(x: np.ndarray, y: np.ndarray, *, debiased: bool = False) -> float:
 def rdm(x: np.ndarray) -> np.ndarray:
     """Representational dissimilarity matrix: 1 - Pearson correlation between the response
     patterns (rows) of every two stimuli; stimuli x stimuli, zero diagonal."""
-    x = _matrix(x, "x")
+    x = as_matrix(x, "x")
     if x.shape[1] < 2:
         raise ValueError("an RDM needs at least 2 features per stimulus")
     centred = x - x.mean(axis=1, keepdims=True)
@@ -199,8 +175,10 @@ class _TriangleSpearman:
         ranks_x = self.x.centred_double_ranks(weights_x)
         ranks_y = self.y.centred_double_ranks(weights_y)[self.y_to_x]
         weighted = weights_x.astype(np.float64) * ranks_x
-        covariance, variance_x = weighted @ ranks_y, weighted @ ranks_x
-        variance_y = (weights_x * ranks_y) @ ranks_y
+        # einsum, not BLAS: a threaded BLAS dot costs milliseconds per call on a busy machine
+        covariance = np.einsum("i,i->", weighted, ranks_y)
+        variance_x = np.einsum("i,i->", weighted, ranks_x)
+        variance_y = np.einsum("i,i,i->", weights_x, ranks_y, ranks_y)
         denominator = math.sqrt(variance_x * variance_y)
         return float(covariance / denominator) if denominator > 0 else math.nan
 
@@ -267,187 +245,5 @@ def rsa(
 ) -> RSAResult:
     """RSA of two representations of the same stimuli (Kriegeskorte et al. 2008): Spearman
     correlation of their correlation-distance RDMs, with a bootstrap interval over stimuli."""
-    x, y = _pair(x, y)
+    x, y = matched_pair(x, y)
     return compare_rdms(rdm(x), rdm(y), n_bootstrap=n_bootstrap, confidence=confidence, seed=seed)
-
-
-# ------------------------------------------------------------------- neural predictivity ---
-
-
-def spearman_brown(correlation: np.ndarray | float, factor: float = 2.0) -> np.ndarray | float:
-    """Reliability of a measurement ``factor`` times as long: factor r / (1 + (factor - 1) r)."""
-    return factor * correlation / (1.0 + (factor - 1.0) * correlation)
-
-
-def _columnwise_pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pearson r between matching columns (NaN where a column is constant)."""
-    a, b = a - a.mean(axis=0), b - b.mean(axis=0)
-    denominator = np.sqrt((a * a).sum(axis=0) * (b * b).sum(axis=0))
-    result = np.full(a.shape[1], np.nan)
-    valid = denominator > 0
-    result[valid] = (a * b).sum(axis=0)[valid] / denominator[valid]
-    return result
-
-
-def _responses(responses: np.ndarray) -> np.ndarray:
-    responses = np.asarray(responses, dtype=np.float64)
-    if responses.ndim != 3:
-        raise ValueError(
-            f"responses must be stimuli x sites x repetitions, got shape {responses.shape}"
-        )
-    if not np.isfinite(responses).all():
-        raise ValueError("responses contain NaN or infinite values")
-    return responses
-
-
-def split_half_ceiling(responses: np.ndarray, *, n_splits: int = 10, seed: int = 0) -> float:
-    """Brain-Score's internal-consistency ceiling of stimuli x sites x repetitions responses.
-
-    For each of ``n_splits`` random halvings of the repetitions: the Pearson r across stimuli
-    between the two half-means of every site, Spearman-Brown corrected (factor 2), the median
-    over sites; then the mean over halvings. It estimates the reliability of the
-    repetition-averaged responses (the r^2 a noise-free model of them could reach)."""
-    responses = _responses(responses)
-    repetitions = responses.shape[2]
-    if repetitions < 2:
-        raise ValueError("the split-half ceiling needs at least 2 repetitions per stimulus")
-    generator = np.random.default_rng(seed)
-    medians = []
-    for _ in range(n_splits):
-        order = generator.permutation(repetitions)
-        first, second = order[: repetitions // 2], order[repetitions // 2 :]
-        half_r = _columnwise_pearson(
-            responses[:, :, first].mean(axis=2), responses[:, :, second].mean(axis=2)
-        )
-        finite = half_r[np.isfinite(half_r)]
-        medians.append(float(np.median(spearman_brown(finite))) if finite.size else math.nan)
-    return float(np.mean(medians))
-
-
-def stimulus_splits(
-    n_stimuli: int,
-    objects: Sequence | np.ndarray | None = None,
-    *,
-    n_splits: int = PREDICTIVITY_SPLITS,
-    train_fraction: float = TRAIN_FRACTION,
-    seed: int = 0,
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(train, test) stimulus indices of Brain-Score's cross-validation: ``n_splits`` random
-    splits, ``train_fraction`` for training, stratified by object label when given."""
-    n_train = math.floor(train_fraction * n_stimuli)
-    n_test = n_stimuli - n_train
-    if n_test < 3 or n_train < 3:
-        raise ValueError(
-            f"{n_stimuli} stimuli are too few: a {train_fraction:.0%}/{1 - train_fraction:.0%} "
-            "split must leave at least 3 stimuli on each side"
-        )
-    indices = np.zeros(n_stimuli)
-    if objects is None:
-        splitter = ShuffleSplit(n_splits, train_size=n_train, test_size=n_test, random_state=seed)
-        return list(splitter.split(indices))
-    labels = np.asarray(objects)
-    if labels.shape != (n_stimuli,):
-        raise ValueError(
-            f"objects must hold one label per stimulus ({n_stimuli}), got {labels.shape}"
-        )
-    names, counts = np.unique(labels, return_counts=True)
-    if counts.min() < 2:
-        raise ValueError(
-            f"object {names[counts.argmin()]!r} labels a single stimulus; stratified splits need "
-            "at least 2 stimuli per object"
-        )
-    if names.size > n_test:
-        raise ValueError(
-            f"{names.size} objects cannot all appear among the {n_test} held-out stimuli of a "
-            f"{1 - train_fraction:.0%} split; give more stimuli or coarser object labels"
-        )
-    splitter = StratifiedShuffleSplit(
-        n_splits, train_size=n_train, test_size=n_test, random_state=seed
-    )
-    return list(splitter.split(indices, labels))
-
-
-@dataclass(frozen=True)
-class Predictivity:
-    """Neural predictivity of one feature set.
-
-    ``raw``: mean over splits of the median over sites of held-out Pearson r; ``ceiling``: the
-    split-half ceiling; ``normalized = raw / ceiling`` (Schrimpf et al. 2018);
-    ``explained_variance = normalized ** 2`` (what the Brain-Score code reports since 2020);
-    ``attenuation_corrected = raw / sqrt(ceiling)`` (Spearman's 1904 correction: 1 for a model
-    that predicts the noise-free responses perfectly, where ``normalized`` is 1 / sqrt(ceiling));
-    ``per_site``: each site's r, mean over splits; ``components``: PLS components used."""
-
-    raw: float
-    raw_sem: float
-    ceiling: float
-    normalized: float
-    explained_variance: float
-    attenuation_corrected: float
-    per_site: np.ndarray
-    components: int
-
-
-def neural_predictivity(
-    features: np.ndarray,
-    responses: np.ndarray,
-    objects: Sequence | np.ndarray | None = None,
-    *,
-    n_components: int = PLS_COMPONENTS,
-    n_splits: int = PREDICTIVITY_SPLITS,
-    train_fraction: float = TRAIN_FRACTION,
-    ceiling: float | None = None,
-    seed: int = 0,
-) -> Predictivity:
-    """How well ``features`` (stimuli x units) predict ``responses`` (stimuli x sites x
-    repetitions), Brain-Score's way (module docstring). The regression targets are the
-    repetition means. The number of PLS components is capped at the rank of the training
-    features (extra components would fit nothing). Pass ``ceiling`` to reuse one already
-    computed with :func:`split_half_ceiling`."""
-    features = _matrix(features, "features")
-    responses = _responses(responses)
-    if features.shape[0] != responses.shape[0]:
-        raise ValueError(
-            f"features describe {features.shape[0]} stimuli and responses {responses.shape[0]}"
-        )
-    if ceiling is None:
-        ceiling = split_half_ceiling(responses, n_splits=n_splits, seed=seed)
-    targets = responses.mean(axis=2)
-    split_medians, site_sums = [], np.zeros(targets.shape[1])
-    site_counts = np.zeros(targets.shape[1])
-    used = 0
-    splits = stimulus_splits(
-        features.shape[0], objects, n_splits=n_splits, train_fraction=train_fraction, seed=seed
-    )
-    for train, test in splits:
-        train_features = features[train]
-        rank = np.linalg.matrix_rank(train_features - train_features.mean(axis=0))
-        if rank == 0:
-            raise DegenerateRepresentationError("the features are constant across stimuli")
-        components = int(min(n_components, rank))
-        used = max(used, components)
-        model = PLSRegression(n_components=components, scale=False)
-        model.fit(train_features, targets[train])
-        site_r = _columnwise_pearson(model.predict(features[test]), targets[test])
-        valid = np.isfinite(site_r)
-        site_sums[valid] += site_r[valid]
-        site_counts[valid] += 1
-        split_medians.append(float(np.median(site_r[valid])) if valid.any() else math.nan)
-    medians = np.asarray(split_medians)
-    medians = medians[np.isfinite(medians)]
-    raw = float(medians.mean()) if medians.size else math.nan
-    sem = float(medians.std(ddof=1) / math.sqrt(medians.size)) if medians.size > 1 else math.nan
-    per_site = np.divide(
-        site_sums, site_counts, out=np.full_like(site_sums, np.nan), where=site_counts > 0
-    )
-    positive = ceiling > 0
-    return Predictivity(
-        raw=raw,
-        raw_sem=sem,
-        ceiling=ceiling,
-        normalized=raw / ceiling if positive else math.nan,
-        explained_variance=(raw / ceiling) ** 2 if positive else math.nan,
-        attenuation_corrected=raw / math.sqrt(ceiling) if positive else math.nan,
-        per_site=per_site,
-        components=used,
-    )

@@ -1,5 +1,7 @@
 """The two pictures of ``ngrad similarity``: a layer x rule heat map of each measure, and test
-accuracy against similarity across runs (the analogue of the review's accuracy-vs-IT panel)."""
+accuracy against similarity across runs (the analogue of the review's accuracy-vs-IT panel).
+
+They draw the results of :func:`ngrad.analysis.similarity_runs.compare_runs`."""
 
 from __future__ import annotations
 
@@ -8,24 +10,14 @@ from typing import Any
 
 import numpy as np
 
-from ngrad.cli.similarity import LABELS, MEASURES, format_number, measure_value
+from ngrad.analysis.report import LABELS, MEASURES, format_number, measure_value
+from ngrad.plots.training import plt
 
 __all__ = ["plot_accuracy_vs_similarity", "plot_heatmap"]
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_heatmap(results: dict[str, Any], path: Path) -> None:
     """Layer x rule heat map of each measure (mean over runs), values written in the cells."""
-    plt = _pyplot()
-
     rows, layers = results["table"], results["layers"]
     measures = [m for m in MEASURES if rows and m in rows[0]]
     rules = list(dict.fromkeys(row["rule"] for row in rows))
@@ -67,8 +59,6 @@ def plot_heatmap(results: dict[str, Any], path: Path) -> None:
 
 def plot_accuracy_vs_similarity(results: dict[str, Any], path: Path) -> None:
     """Test accuracy against each measure at the summary layer, one point per run."""
-    plt = _pyplot()
-
     layer, correlations = results["summary_layer"], results["accuracy_vs_similarity"]
     measures = [m for m in MEASURES if m in correlations] or ["cka"]
     figure, axes = plt.subplots(
