@@ -15,7 +15,8 @@ folder per rule family), ``ngrad.train``, ``ngrad.analysis``, ``ngrad.plots``, `
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: `ngrad` starts up faster
 
 __version__ = "0.1.0"
 
@@ -38,6 +39,7 @@ _EXPORTS = {
 _SUBMODULES = {
     "diagnostics": "ngrad.analysis.diagnostics",
     "similarity": "ngrad.analysis.similarity",
+    "models": "ngrad.models",
 }
 
 __all__ = [
@@ -56,10 +58,14 @@ __all__ = [
     "diagnostics",
     "make_rule",
     "mlp",
+    "models",
     "similarity",
 ]
 
 if TYPE_CHECKING:
+    from typing import Any
+
+    from ngrad import models
     from ngrad.analysis import diagnostics, similarity
     from ngrad.errors import ConfigError, DivergenceError, NgradError
     from ngrad.nn import Conv2dLayer, DenseLayer, Layer, Network, convnet, mlp
