@@ -1,5 +1,8 @@
+"""``python -m ngrad``: the ``ngrad`` command."""
+
 import sys
 
 from ngrad.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(main())

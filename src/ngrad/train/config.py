@@ -1,4 +1,5 @@
-"""Run configuration: one frozen dataclass, read from a TOML file and/or command-line flags.
+"""Run configuration: one frozen dataclass, read from a TOML file (or a run's own
+``config.json``) and/or command-line flags.
 
 Unknown keys and bad values fail with a :class:`~ngrad.errors.ConfigError` naming the key. Rule
 options go in a ``[rule_options]`` table (``--rule-option key=value`` on the command line) and are
@@ -8,49 +9,58 @@ checked against the rule's own option dataclass.
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from ngrad.errors import ConfigError
 from ngrad.nn.activations import ACTIVATIONS
-from ngrad.nn.init import INITIALISATIONS
+from ngrad.nn.init import INITIALISATIONS, Init
 from ngrad.nn.losses import LOSSES
 from ngrad.options import build_options
 
-__all__ = ["OPTIMIZERS", "TrainConfig", "load_config_file", "make_config"]
+__all__ = ["OPTIMIZERS", "Optimizer", "TrainConfig", "load_config_file", "make_config"]
 
-OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+Optimizer = Literal["sgd", "adam", "adamw", "rmsprop"]
+OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that determines a training run (and so its result, given the seed)."""
 
-    rule: str = "bp"
-    data: str = "digits"
-    epochs: int = 20
-    batch_size: int = 32
-    lr: float = 0.05
-    optimizer: Literal["sgd", "adam", "adamw", "rmsprop"] = "sgd"
-    momentum: float = 0.9  # sgd and rmsprop
+    rule: str = "bp"  # learning rule (`ngrad list` describes them)
+    data: str = "digits"  # dataset (`ngrad list` describes them)
+    epochs: int = 20  # passes over the training split
+    batch_size: int = 32  # samples per mini-batch
+    lr: float = 0.05  # learning rate of the forward weights
+    optimizer: Optimizer = "sgd"  # torch optimiser applied to every rule's update
+    momentum: float = 0.9  # momentum of sgd and rmsprop
     weight_decay: float = 0.0  # optimiser weight decay, on every trained parameter
     feedback_lr: float | None = None  # learning rate of learned feedback weights (None: lr)
-    hidden: tuple[int, ...] = (128, 128)
-    activation: str = "tanh"
-    init: str = "pytorch"
-    loss: str = "cross_entropy"
-    seed: int = 0
-    device: str = "cpu"
-    data_dir: str | None = None
-    download: bool = False
+    hidden: tuple[int, ...] = (128, 128)  # widths of the MLP's hidden layers
+    activation: str = "tanh"  # hidden layers' nonlinearity (the output layer is linear)
+    init: Init = "pytorch"  # initialisation of the forward weights
+    loss: str = "cross_entropy"  # output loss
+    seed: int = 0  # seeds weights, data order and the rule's own randomness
+    device: str = "cpu"  # torch device: cpu, cuda, cuda:1, mps
+    data_dir: str | None = None  # data directory (None: $NGRAD_DATA or ~/.cache/ngrad/data)
+    download: bool = False  # fetch missing data files
     train_subset: int = 0  # use only the first N training samples (0: all)
     diagnostics_samples: int = 256  # validation samples on which angles to BP are measured
-    tensorboard: bool = False
-    rule_options: dict[str, Any] = field(default_factory=dict)
+    tensorboard: bool = False  # also write TensorBoard logs
+    rule_options: dict[str, Any] = field(default_factory=dict)  # the rule's own options
 
     def __post_init__(self) -> None:
+        for key in ("lr", "momentum", "weight_decay", "feedback_lr"):
+            value = getattr(self, key)
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"{key!r} must be a finite number, got {value!r}")
+        if isinstance(self.seed, bool) or not 0 <= self.seed < 2**64:
+            raise ValueError(f"'seed' must be an integer in [0, 2**64), got {self.seed!r}")
         positive = {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr}
         for key, value in positive.items():
             if not value > 0:
@@ -60,8 +70,8 @@ class TrainConfig:
                 raise ValueError(f"{key!r} must be >= 0, got {getattr(self, key)!r}")
         if self.feedback_lr is not None and not self.feedback_lr > 0:
             raise ValueError(f"'feedback_lr' must be positive, got {self.feedback_lr!r}")
-        if any(width < 1 for width in self.hidden):
-            raise ValueError(f"'hidden' widths must be positive, got {self.hidden!r}")
+        if any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in self.hidden):
+            raise ValueError(f"'hidden' widths must be positive integers, got {self.hidden!r}")
         choices = {"activation": ACTIVATIONS, "init": INITIALISATIONS, "loss": LOSSES}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
@@ -125,14 +135,30 @@ def _validate_device(device: str) -> None:
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a TOML run configuration into a plain mapping (validated later by make_config)."""
+    """Read a run configuration into a plain mapping (validated later by make_config): a TOML
+    file, or a run's own ``config.json`` (JSON by its ``.json`` suffix or its opening ``{``)."""
     path = Path(path)
     try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"config file {str(path)!r} does not exist") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"config file {str(path)!r} is not a text file (TOML or JSON): byte {error.start} is "
+            "not UTF-8"
+        ) from None
+    except OSError as error:
+        reason = getattr(error, "strerror", None) or str(error)
+        raise ConfigError(f"cannot read config file {str(path)!r}: {reason}") from None
+    if path.suffix.lower() == ".json" or text.lstrip().startswith("{"):
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"config file {str(path)!r} is not valid JSON: {error}") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"config file {str(path)!r} is not a table of settings")
+        return values
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"config file {str(path)!r} is not valid TOML: {error}") from None
-    except OSError as error:
-        raise ConfigError(f"cannot read config file {str(path)!r}: {error.strerror}") from None

@@ -2,41 +2,56 @@
 
 ``run_training(config, out_dir)`` trains ``config.rule`` and writes into ``out_dir``:
 
-- ``config.json``: the full configuration (``ngrad train --config`` accepts it back as TOML keys);
+- ``config.json``: the full configuration (``ngrad train --config`` accepts it back);
+- ``environment.json``: torch version, thread count and device of every session (start, resumes);
 - ``metrics.jsonl``: one JSON line per epoch (epoch 0 = before training): losses and accuracies on
   the train/validation/test splits, per-layer angles of the update and of the error signals to
-  backprop, error sizes across depth, weight alignment, epoch time;
-- ``checkpoint.pt``: the latest state (network, feedback pathway, optimiser, random-number state),
-  atomic, loadable with ``torch.load(weights_only=True)``; ``--resume`` continues from it;
+  backprop, error sizes across depth, weight alignment, the rule's own diagnostics, epoch time;
+- ``checkpoint.pt``: the latest state (network, feedback pathway, optimiser, random-number state,
+  the settings and data it belongs to), atomic, loadable with ``torch.load(weights_only=True)``;
+  ``--resume`` continues from it;
 - ``best.pt``: the rule's state at the best validation accuracy (model selection never sees test);
-- ``summary.json`` and PNG plots (learning curves, angles to BP, weight alignment).
+- ``summary.json`` (status: completed, diverged, failed, interrupted or error, with the reason)
+  and PNG plots (learning curves, angles to BP, weight alignment).
+
+The directory is locked while the run writes to it, and a new run refuses a directory that holds
+files unless ``overwrite`` is set. docs/runs.md describes the directory, resuming and the statuses.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import Tensor
 from tqdm.auto import tqdm
 
-from ngrad.analysis import diagnostics
-from ngrad.data import DataSplits, load_dataset
 from ngrad.errors import ConfigError, DivergenceError, NgradError
-from ngrad.nn.network import Network, mlp
-from ngrad.rules import LearningRule, make_rule
-from ngrad.train.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint, to_json
+from ngrad.train import integrity
+from ngrad.train.checkpoint import (
+    StorageError,
+    atomic_write_text,
+    load_checkpoint,
+    to_json,
+)
 from ngrad.train.config import TrainConfig, make_config
+from ngrad.train.runs import (
+    RUN_FILES,
+    RunLock,
+    claim_directory,
+    note,
+    read_metrics,
+    record_environment,
+    remove_files,
+    warn,
+)
+from ngrad.train.session import TrainingSession, build_network, build_optimizer, evaluate
+from ngrad.train.verdict import judge
 
 __all__ = ["RunResult", "build_network", "build_optimizer", "evaluate", "run_training"]
-
-CHECKPOINT_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -44,205 +59,6 @@ class RunResult:
     out_dir: Path | None
     summary: dict[str, Any]
     history: list[dict[str, Any]]
-
-
-def build_network(config: TrainConfig, data: DataSplits) -> Network:
-    """An MLP from the flattened input through ``config.hidden`` to the classes."""
-    inputs = math.prod(data.input_shape)
-    sizes = [inputs, *config.hidden, data.num_classes]
-    return mlp(sizes, activation=config.activation, init=config.init)
-
-
-def build_optimizer(config: TrainConfig, rule: LearningRule) -> torch.optim.Optimizer:
-    groups = rule.param_groups(config.feedback_lr)
-    common = {"lr": config.lr, "weight_decay": config.weight_decay}
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(groups, momentum=config.momentum, **common)
-    if config.optimizer == "adam":
-        return torch.optim.Adam(groups, **common)
-    if config.optimizer == "adamw":
-        return torch.optim.AdamW(groups, **common)
-    return torch.optim.RMSprop(groups, momentum=config.momentum, **common)
-
-
-@torch.no_grad()
-def evaluate(rule: LearningRule, inputs: Tensor, targets: Tensor, batch: int = 2048):
-    """(mean loss, accuracy) of the rule's network on a split."""
-    total_loss, correct = 0.0, 0
-    for start in range(0, inputs.shape[0], batch):
-        output = rule(inputs[start : start + batch])
-        chunk = targets[start : start + batch]
-        total_loss += float(rule.loss(output, chunk)) * chunk.shape[0]
-        correct += int((output.argmax(dim=1) == chunk).sum())
-    count = max(inputs.shape[0], 1)
-    return total_loss / count, correct / count
-
-
-class _Run:
-    """State of one training run (private: use :func:`run_training`)."""
-
-    def __init__(self, config: TrainConfig, out_dir: Path | None, progress: bool) -> None:
-        self.config, self.out_dir, self.progress = config, out_dir, progress
-        self.device = torch.device(config.device)
-        torch.manual_seed(config.seed)
-        data = load_dataset(config.data, data_dir=config.data_dir, download=config.download)
-        self.splits = self._prepare(data)
-        self.network = build_network(config, data)
-        self.rule = make_rule(config.rule, self.network, config.loss, **config.rule_options)
-        self.rule.to(self.device)
-        self.optimizer = build_optimizer(config, self.rule)
-        self.shuffle = torch.Generator().manual_seed(config.seed)
-        self.history: list[dict[str, Any]] = []
-        self.epoch = 0
-        self.best = {"val_accuracy": -1.0, "epoch": 0, "test_accuracy": math.nan}
-        self.writer = self._tensorboard() if out_dir is not None and config.tensorboard else None
-
-    def _prepare(self, data: DataSplits) -> dict[str, tuple[Tensor, Tensor]]:
-        def move(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-            return x.flatten(1).float().to(self.device), y.long().to(self.device)
-
-        train_x, train_y = data.train_x, data.train_y
-        if self.config.train_subset:
-            train_x = train_x[: self.config.train_subset]
-            train_y = train_y[: self.config.train_subset]
-        splits = {
-            "train": move(train_x, train_y),
-            "val": move(data.val_x, data.val_y),
-            "test": move(data.test_x, data.test_y),
-        }
-        count = self.config.diagnostics_samples
-        splits["diagnostics"] = (splits["val"][0][:count], splits["val"][1][:count])
-        return splits
-
-    def _tensorboard(self):
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise ConfigError(
-                "tensorboard logging needs the tensorboard package: "
-                "pip install 'ngrad[tensorboard]'"
-            ) from None
-        return SummaryWriter(str(self.out_dir / "tensorboard"))
-
-    # -- one epoch -------------------------------------------------------------------------
-    def train_epoch(self, bar) -> dict[str, float]:
-        inputs, targets = self.splits["train"]
-        order = torch.randperm(inputs.shape[0], generator=self.shuffle).to(self.device)
-        batch = self.config.batch_size
-        loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), dtype=torch.long, device=self.device)
-        start = time.perf_counter()
-        for step, first in enumerate(range(0, inputs.shape[0], batch)):
-            index = order[first : first + batch]
-            x, y = inputs[index], targets[index]
-            record = self.rule.backward(x, y)
-            if not torch.isfinite(record.loss):
-                raise DivergenceError(
-                    f"rule {self.config.rule!r} diverged at epoch {self.epoch + 1}, "
-                    f"step {step + 1}: the loss is {float(record.loss)}; try a smaller --lr"
-                )
-            self.optimizer.step()
-            loss_sum += record.loss.detach() * y.shape[0]
-            correct += (record.output.argmax(dim=1) == y).sum()
-            if bar is not None:
-                bar.update(1)
-        elapsed = time.perf_counter() - start
-        count = inputs.shape[0]
-        return {
-            "train_loss": float(loss_sum) / count,
-            "train_accuracy": float(correct) / count,
-            "epoch_time_s": elapsed,
-        }
-
-    def measure(self, epoch: int, train_metrics: dict[str, float] | None) -> dict[str, Any]:
-        line: dict[str, Any] = {"epoch": epoch}
-        if train_metrics is None:
-            line["train_loss"], line["train_accuracy"] = evaluate(self.rule, *self.splits["train"])
-            line["epoch_time_s"] = None
-        else:
-            line.update(train_metrics)
-        for split in ("val", "test"):
-            loss, accuracy = evaluate(self.rule, *self.splits[split])
-            line[f"{split}_loss"], line[f"{split}_accuracy"] = loss, accuracy
-        if self.config.diagnostics_samples:
-            line.update(diagnostics.measure(self.rule, *self.splits["diagnostics"]))
-        return line
-
-    # -- persistence -------------------------------------------------------------------------
-    def state(self) -> dict[str, Any]:
-        return {
-            "version": CHECKPOINT_VERSION,
-            "epoch": self.epoch,
-            "rule": self.config.rule,
-            "rule_state": self.rule.state_dict(),
-            "optimizer_state": self.optimizer.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "shuffle_rng": self.shuffle.get_state(),
-            "best": dict(self.best),
-        }
-
-    def restore(self, state: dict[str, Any]) -> None:
-        if state.get("version") != CHECKPOINT_VERSION or state.get("rule") != self.config.rule:
-            raise NgradError("checkpoint does not belong to this run (version or rule differs)")
-        self.rule.load_state_dict(state["rule_state"])
-        self.optimizer.load_state_dict(state["optimizer_state"])
-        torch.set_rng_state(state["torch_rng"])
-        self.shuffle.set_state(state["shuffle_rng"])
-        self.epoch = int(state["epoch"])
-        self.best = dict(state["best"])
-
-    def record(self, line: dict[str, Any]) -> None:
-        self.history.append(line)
-        if line["val_accuracy"] > self.best["val_accuracy"]:
-            self.best = {
-                "val_accuracy": line["val_accuracy"],
-                "epoch": line["epoch"],
-                "test_accuracy": line["test_accuracy"],
-            }
-            if self.out_dir is not None:
-                save_checkpoint(self.out_dir / "best.pt", {"rule_state": self.rule.state_dict()})
-        if self.out_dir is None:
-            return
-        with (self.out_dir / "metrics.jsonl").open("a") as stream:
-            stream.write(to_json(line, indent=None) + "\n")
-        save_checkpoint(self.out_dir / "checkpoint.pt", self.state())
-        if self.writer is not None:
-            for key, value in line.items():
-                if isinstance(value, int | float) and key != "epoch" and value is not None:
-                    self.writer.add_scalar(key, value, line["epoch"])
-            for index, angle in enumerate(line.get("angle_to_bp_deg", [])):
-                if angle is not None:
-                    self.writer.add_scalar(
-                        f"angle_to_bp_deg/layer_{index + 1}", angle, line["epoch"]
-                    )
-            self.writer.flush()
-
-    def summary(self, status: str) -> dict[str, Any]:
-        trained = [line for line in self.history if line.get("epoch_time_s") is not None]
-        last = self.history[-1] if self.history else {}
-        return {
-            "status": status,
-            "rule": self.config.rule,
-            "dataset": self.config.data,
-            "seed": self.config.seed,
-            "epochs_completed": self.epoch,
-            "test_accuracy": self.best["test_accuracy"],
-            "best_val_accuracy": self.best["val_accuracy"] if self.history else None,
-            "best_epoch": self.best["epoch"],
-            "final_test_accuracy": last.get("test_accuracy"),
-            "epoch_time_s": (
-                sum(line["epoch_time_s"] for line in trained) / len(trained) if trained else None
-            ),
-            "final_angle_to_bp_deg": last.get("angle_to_bp_deg"),
-            "final_weight_alignment": last.get("weight_alignment"),
-        }
-
-
-def _read_history(path: Path, up_to_epoch: int) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    lines = [json.loads(text) for text in path.read_text().splitlines() if text.strip()]
-    return [line for line in lines if line["epoch"] <= up_to_epoch]
 
 
 def prepare_output_dir(out_dir: Path) -> None:
@@ -257,43 +73,111 @@ def prepare_output_dir(out_dir: Path) -> None:
         raise NgradError(f"output directory {str(out_dir)!r} is not writable: {reason}") from None
 
 
+def _resume(config: TrainConfig, out: Path) -> TrainingSession:
+    """The run saved in ``out``, every file checked before anything is written."""
+    checkpoint = out / "checkpoint.pt"
+    if not checkpoint.is_file():
+        raise NgradError(
+            f"{str(out)!r} has no checkpoint.pt: the run stopped before its first checkpoint, "
+            "so there is nothing to resume; start it again with --overwrite"
+        )
+    saved = load_run_config(out)
+    there, here = saved.to_dict(), config.to_dict()
+    changed = [key for key in here if key != "epochs" and there.get(key) != here[key]]
+    if changed:
+        key = changed[0]
+        raise ConfigError(
+            f"--resume continues the run as its config.json describes it ({key} "
+            f"{there.get(key)!r} there, {here[key]!r} asked for); only --epochs may change"
+        )
+    try:
+        state = load_checkpoint(checkpoint, map_location=config.device)
+    except NgradError as error:
+        hint = "it cannot be resumed: start the run again with --overwrite"
+        raise NgradError(f"{error}; {hint}") from None
+    run = TrainingSession(config, out)
+    run.restore(state, checkpoint)
+    if config.epochs < run.epoch:
+        raise ConfigError(
+            f"the run in {str(out)!r} has already trained {run.epoch} epochs; "
+            f"--epochs must be at least {run.epoch}"
+        )
+    run.history = read_metrics(out / "metrics.jsonl", run.epoch)
+    # everything checked: from here on the directory is written
+    lines = "".join(to_json(line, indent=None) + "\n" for line in run.history)
+    atomic_write_text(out / "metrics.jsonl", lines)  # drops lines past the checkpoint
+    if config.epochs != saved.epochs:
+        atomic_write_text(out / "config.json", to_json(config.to_dict()))
+        note(f"extending the run in {str(out)!r} from {saved.epochs} to {config.epochs} epochs")
+    elif run.epoch >= config.epochs:
+        note(
+            f"the run in {str(out)!r} has trained all its {config.epochs} epochs; pass a larger "
+            "--epochs to train it longer"
+        )
+    record_environment(out, config.device, run.epoch, resume=True)
+    return run
+
+
 def run_training(
     config: TrainConfig,
     out_dir: str | Path | None = None,
     *,
     resume: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> RunResult:
-    """Train ``config.rule``; with ``resume``, continue the run saved in ``out_dir``."""
-    out_path = Path(out_dir) if out_dir is not None else None
-    if out_path is not None:
-        prepare_output_dir(out_path)
-    run = _Run(config, out_path, progress)
-    if resume:
-        if out_path is None:
+    """Train ``config.rule``; with ``resume``, continue the run saved in ``out_dir`` (``config``
+    must be its saved configuration; only ``epochs`` may be larger). A new run refuses an
+    ``out_dir`` that holds files, unless ``overwrite`` (which removes the old run's files).
+
+    Returns the result whatever the verdict (``summary["status"]``); raises DivergenceError on a
+    non-finite loss, NgradError on unusable run files, StorageError when a write fails."""
+    out = Path(out_dir) if out_dir is not None else None
+    if out is None:
+        if resume:
             raise ConfigError("resuming needs the run's output directory")
-        run.restore(load_checkpoint(out_path / "checkpoint.pt", map_location=run.device))
-        run.history = _read_history(out_path / "metrics.jsonl", run.epoch)
-        with (out_path / "metrics.jsonl").open("w") as stream:  # drop lines past the checkpoint
-            stream.writelines(to_json(line, indent=None) + "\n" for line in run.history)
-    elif out_path is not None:
-        atomic_write_text(out_path / "config.json", to_json(config.to_dict()))
-        (out_path / "metrics.jsonl").unlink(missing_ok=True)
+        return _execute(TrainingSession(config, None), progress, on_epoch)
+    if resume and not (out / "config.json").is_file():
+        raise NgradError(f"{str(out)!r} is not a run directory: no config.json")
+    prepare_output_dir(out)
+    with RunLock(out):
+        try:
+            if resume:
+                run = _resume(config, out)
+            else:
+                claim_directory(out, overwrite)
+                run = TrainingSession(config, out)
+                remove_files(out, RUN_FILES)  # only when overwriting: the directory was empty
+                atomic_write_text(out / "config.json", to_json(config.to_dict()))
+                record_environment(out, config.device, 0, resume=False)
+        except KeyboardInterrupt:
+            raise KeyboardInterrupt(
+                "training had not started; run the same command again"
+            ) from None
+        return _execute(run, progress, on_epoch)
+
+
+def _execute(run: TrainingSession, progress: bool, on_epoch) -> RunResult:
+    config, out = run.config, run.out_dir
     steps_per_epoch = math.ceil(run.splits["train"][0].shape[0] / config.batch_size)
+    label = f"{config.rule} on {config.data} (seed {config.seed})"
     bar = tqdm(
         total=steps_per_epoch * config.epochs,
         initial=steps_per_epoch * run.epoch,
-        desc=f"{config.rule} on {config.data}",
+        desc=label,
         unit="step",
         disable=not progress,
         leave=False,
     )
-    status = "completed"
+    status, reason, failing = "error", None, True
     try:
+        if out is not None and config.tensorboard:
+            run.open_tensorboard()
         if run.epoch == 0 and not run.history:
             run.record(run.measure(0, None))
         while run.epoch < config.epochs:
+            bar.set_description(f"{label}: epoch {run.epoch + 1}/{config.epochs}")
             train_metrics = run.train_epoch(bar)
             run.epoch += 1
             line = run.measure(run.epoch, train_metrics)
@@ -301,38 +185,78 @@ def run_training(
             bar.set_postfix(loss=f"{line['train_loss']:.3f}", val=f"{line['val_accuracy']:.3f}")
             if on_epoch is not None:
                 on_epoch(line)
-    except DivergenceError:
-        status = "diverged"
+        status, reason = judge(run.history, run.chance)
+        failing = False
+    except DivergenceError as error:
+        status, reason = "diverged", str(error)
         raise
     except KeyboardInterrupt:
         status = "interrupted"
+        if out is None:
+            raise
+        raise KeyboardInterrupt(_continue_hint(out)) from None
+    except StorageError as error:
+        failure = StorageError(
+            error.path, error.reason, f"free some space, then {_continue_hint(out)}"
+        )
+        reason = str(failure)
+        raise failure from None
+    except Exception as error:
+        if integrity.is_out_of_memory(error):
+            failure = integrity.out_of_memory(config, run.data)
+            reason = str(failure)
+            raise failure from None
+        reason = f"{type(error).__name__}: {error}"
         raise
     finally:
         bar.close()
-        summary = run.summary(status)
-        if out_path is not None:
-            atomic_write_text(out_path / "summary.json", to_json(summary))
+        summary = run.summary(status, reason)
+        _finish(run, summary, failing)
+    return RunResult(out, summary, run.history)
+
+
+def _continue_hint(out: Path | None) -> str:
+    if out is not None and (out / "checkpoint.pt").is_file():
+        return f"resume with `ngrad train --resume {out}`"
+    return "start the run again with --overwrite (it stopped before its first checkpoint)"
+
+
+def _finish(run: TrainingSession, summary: dict[str, Any], failing: bool) -> None:
+    """Write summary.json and the plots; while another error is on its way, only warn."""
+    out = run.out_dir
+    try:
+        if out is not None:
+            atomic_write_text(out / "summary.json", to_json(summary))
             if run.history:
                 from ngrad.plots.training import plot_run
 
-                plot_run(run.history, out_path, title=f"{config.rule} on {config.data}")
+                plot_run(run.history, out, title=f"{run.config.rule} on {run.config.data}")
+    except Exception as error:
+        if not failing:
+            raise
+        warn(f"could not write the summary and plots: {error}")
+    finally:
         if run.writer is not None:
             run.writer.close()
-    return RunResult(out_path, summary, run.history)
 
 
 def load_run_config(out_dir: str | Path, device: str | None = None) -> TrainConfig:
     """The configuration saved in a run directory (for ``--resume``); ``device`` overrides the
     saved one (to inspect on a CPU a run trained on a GPU)."""
     path = Path(out_dir) / "config.json"
+    hint = "restore it from a copy, or start the run again with --overwrite"
     try:
-        values = json.loads(path.read_text())
+        values = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise NgradError(f"{str(out_dir)!r} is not a run directory: no config.json") from None
+    except UnicodeDecodeError:
+        raise NgradError(f"{str(path)!r} is damaged (not text); {hint}") from None
     except json.JSONDecodeError as error:
-        raise NgradError(f"{str(path)!r} is corrupt: {error}") from None
+        raise NgradError(f"{str(path)!r} is damaged ({error}); {hint}") from None
+    except OSError as error:
+        raise NgradError(f"cannot read {str(path)!r}: {error.strerror}") from None
     if not isinstance(values, dict):
-        raise NgradError(f"{str(path)!r} is corrupt: not a table of settings")
+        raise NgradError(f"{str(path)!r} is damaged (not a table of settings); {hint}")
     if device is not None:
         values["device"] = device
     return make_config(values, owner=str(path))
