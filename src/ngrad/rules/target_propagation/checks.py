@@ -1,13 +1,15 @@
-"""Reference properties of the target-propagation family (REFERENCES.md, issue 3).
+"""Reference properties of the target-propagation family (docs/target_propagation.md).
 
 Oracles: exact layer inverses built here with ``torch.linalg.inv``, per-sample Jacobians from
-``torch.autograd.functional.jacobian``, and autograd's backprop. Each property fails for a
-sign-flipped update (tests/reference/test_mutation.py).
+``torch.autograd.functional.jacobian`` and ``jvp``, and autograd's backprop. Each
+property fails for a sign-flipped update; DTP's also fail without the difference correction and
+for feedback trained without noise.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 from torch import Tensor
@@ -38,6 +40,7 @@ from ngrad.rules.target_propagation.targets import output_gradient
 __all__ = [
     "autograd_output_jacobians",
     "damped_gauss_newton",
+    "inverse_mismatch",
     "square_network",
     "train_feedback",
 ]
@@ -67,7 +70,7 @@ def autograd_output_jacobians(network: Network, inputs: Tensor) -> list[Tensor]:
 
 
 def damped_gauss_newton(jacobian: Tensor, top: Tensor, damping: float) -> Tensor:
-    """(J^T J + lambda I)^{-1} J^T Delta_L per sample (the form of the issue, solved directly)."""
+    """(J^T J + lambda I)^{-1} J^T Delta_L per sample (the normal equations, solved directly)."""
     width = jacobian.shape[2]
     eye = torch.eye(width, dtype=jacobian.dtype)
     normal = jacobian.transpose(1, 2) @ jacobian + damping * eye
@@ -76,11 +79,33 @@ def damped_gauss_newton(jacobian: Tensor, top: Tensor, damping: float) -> Tensor
 
 
 def train_feedback(rule: LearningRule, inputs: Tensor, labels: Tensor, steps: int, lr: float):
-    """Plain SGD on the rule's feedback parameters only (forward weights stay fixed)."""
+    """Plain SGD on the rule's feedback parameters only, through ``backward`` (forward weights
+    stay fixed)."""
     optimiser = torch.optim.SGD(rule.feedback_parameters(), lr=lr)
     for _ in range(steps):
         rule.backward(inputs, labels)
         optimiser.step()
+
+
+def inverse_mismatch(rule: DifferenceTargetPropagation, inputs: Tensor) -> list[float]:
+    """Per feedback g_l: mean over samples of |J_g(h_l) J_f(h_{l-1}) - I|_F / sqrt(n_{l-1}), the
+    round trip h_{l-1} -> f_l -> g_l differentiated by autograd."""
+    with torch.no_grad():
+        activities = rule.network.trace(inputs).activities
+    mismatch = []
+    for index in rule.feedback_layers:
+        layer = rule.network.layers[index]
+
+        def round_trip(below: Tensor, index: int = index, layer=layer) -> Tensor:
+            return rule.feedback_map(index, layer(below)).sum(dim=0)  # rows are independent
+
+        jacobian = torch.autograd.functional.jacobian(
+            round_trip, activities[index], vectorize=True
+        ).transpose(0, 1)  # N x n x n
+        width = jacobian.shape[-1]
+        gap = jacobian - torch.eye(width, dtype=jacobian.dtype)
+        mismatch.append(float(gap.flatten(1).norm(dim=1).mean()) / math.sqrt(width))
+    return mismatch
 
 
 def _differences(rule, inputs: Tensor, labels: Tensor) -> list[Tensor]:
@@ -210,6 +235,69 @@ def check_feedback_learns_inverse(rule_name: str, **options) -> list[CheckResult
     ]
 
 
+@check_of(DifferenceTargetPropagation)
+def check_targets_are_the_feedback_linearisation(rule_name: str, **options) -> list[CheckResult]:
+    """eta -> 0, untrained g: the difference correction makes Delta_{l-1} = J_g(h_l) Delta_l
+    (J_g by autograd), so the update is -f'(a_l) * (Delta_l / eta) h_{l-1}^T / N.
+    Without the correction (h^_{l-1} = g(h^_l)) the targets keep g's reconstruction error."""
+    network = dense_network(sizes=(6, 8, 7, 3))
+    rule = make_rule(rule_name, network, **{**options, "target_step": 1e-6})
+    inputs, labels = random_batch((6,), 3)
+    rule.backward(inputs, labels)
+    with torch.no_grad():
+        trace = network.trace(inputs)
+    signals = [-output_gradient(rule.loss, trace, labels)]  # Delta_l / eta, from the top
+    for index in range(len(network.layers) - 1, 0, -1):
+        above, layer = trace.activities[index + 1], network.layers[index]
+        if index in rule.feedback_layers:
+            _, signal = torch.autograd.functional.jvp(
+                lambda h, index=index: rule.feedback_map(index, h), above, signals[-1]
+            )
+        else:  # Lee et al.'s variant: a gradient step through W_L
+            slope = layer.activation.derivative(trace.pre_activations[index], above)
+            signal = (signals[-1] * slope) @ layer.weight
+        signals.append(signal.detach())
+    signals.reverse()
+    expected = []
+    for index, layer in enumerate(network.layers):
+        slope = layer.activation.derivative(
+            trace.pre_activations[index], trace.activities[index + 1]
+        )
+        expected.append(-(slope * signals[index]).t() @ trace.activities[index] / len(inputs))
+    error = max_relative_error(weight_updates(rule), expected)
+    return [
+        CheckResult(
+            rule_name, "update at eta=1e-6 vs g's linearisation J_g Delta (rel.)", error, 1e-4, "<"
+        )
+    ]
+
+
+@check_of(DifferenceTargetPropagation)
+def check_noise_trains_a_local_inverse(rule_name: str, **options) -> list[CheckResult]:
+    """Inputs on a line, so each layer's activities span few directions: the noise in the
+    reconstruction loss trains J_g J_f -> I around the data, not only along it (worst layer's
+    |J_g J_f - I| after / before 100 feedback steps; without noise it barely moves)."""
+    network = square_network("tanh", width=6)
+    rule = make_rule(rule_name, network, **{"noise": 0.3, **options})
+    generator = torch.Generator().manual_seed(0)
+    direction = torch.randn(1, 6, generator=generator, dtype=torch.float64)
+    inputs = torch.randn(32, 1, generator=generator, dtype=torch.float64) @ direction
+    labels = torch.randint(0, 6, (32,), generator=generator)
+    before = inverse_mismatch(rule, inputs)
+    train_feedback(rule, inputs, labels, steps=100, lr=1.0)
+    after = inverse_mismatch(rule, inputs)
+    ratio = max(a / b for a, b in zip(after, before, strict=True))
+    return [
+        CheckResult(
+            rule_name,
+            "rank-1 inputs: |J_g J_f - I| after / before feedback training",
+            ratio,
+            0.8,
+            "<",
+        )
+    ]
+
+
 @check_of(DirectDifferenceTargetPropagation)
 def check_targets_align_with_gauss_newton(rule_name: str, **options) -> list[CheckResult]:
     """After DRL training on one input, each hidden target difference is the damped Gauss-Newton
@@ -246,7 +334,7 @@ def check_gauss_newton_feedback_update(rule_name: str, **options) -> list[CheckR
     jacobians = autograd_output_jacobians(network, inputs[:1])  # the same for every sample
     damping = rule.options.damping
     with torch.no_grad():
-        for block, jacobian in zip(rule.feedback_blocks(), jacobians, strict=False):
+        for block, jacobian in zip(rule.feedback_matrices(), jacobians, strict=False):
             eye = torch.eye(jacobian.shape[1], dtype=jacobian.dtype)
             gram = jacobian[0] @ jacobian[0].t() + damping * eye
             block.copy_(torch.linalg.solve(gram, jacobian[0]))  # (J J^T + lambda)^-1 J = Q^T

@@ -13,21 +13,18 @@ Meulemans, Carzaniga, Suykens, Sacramento & Grewe (2020). A theoretical framewor
 propagation. NeurIPS 33 (the "DTP" baseline: feedback from the output, g_L, too).
 
 s_{l-1} is the activation of the layer g_l reconstructs (tanh for tanh layers). The correction
-removes g_l's reconstruction error, so with g_l the exact inverse DTP is TP, and with a zero top
-step every target equals its activity. ``penultimate_target="gradient"`` is Lee et al.'s variant:
-h^_{L-1} = h_{L-1} - eta dl_n/dh_{L-1} through W_L (their output layer learns from the gradient),
-and feedback g_l only for l = 2..L-1. ``feedback_iterations`` k > 1 trains the feedback k times per
-batch, each time with fresh noise: the first k - 1 are plain SGD steps of size ``feedback_step``
-taken inside ``backward``, the last one's gradient goes into ``.grad`` for the optimiser; targets
-use the feedback after the internal steps.
+removes g_l's reconstruction error, so with g_l the exact inverse DTP is TP, with a zero top step
+every target equals its activity, and for small eta the targets are g's linearisation,
+Delta_{l-1} = J_g(h_l) Delta_l + O(eta^2). The noise is what makes g_l invert f_l around the data,
+not only on it: in expectation and to second order in s, the reconstruction loss of one sample is
+(|g(f(h)) - h|^2 + s^2 |J_g J_f - I|_F^2) / 2, so the noise trains J_g toward J_f^{-1}.
+``penultimate_target="gradient"`` is Lee et al.'s variant: h^_{L-1} = h_{L-1} - eta dl_n/dh_{L-1}
+through W_L (their output layer learns from the gradient), and feedback g_l only for l = 2..L-1.
+``feedback_iterations``, ``noise`` and ``noise_distribution`` work as for every rule of the family
+(docs/target_propagation.md).
 
 ngrad stores V_l^T (W_l's shape) and c_l as trained parameters; gradients are closed forms, no
 autograd.
-
-Noise: zero-mean with covariance s^2 I, Rademacher (+-s) by default (``noise_distribution``):
-the losses' small-s analysis needs only that covariance, +-s draws cost a quarter of Gaussian ones
-and make the diagonal of eps eps^T exact (lower-variance feedback gradients, as for WM);
-``gaussian`` is the papers' N(0, s^2 I).
 
 Locality: the forward update needs only the layer's activity, its target and its input;
 the feedback synapse learns from its own noisy input and output (a local auto-encoder); the
@@ -46,10 +43,10 @@ from ngrad.nn.activations import Activation
 from ngrad.nn.init import initialise_
 from ngrad.nn.layers import DenseLayer
 from ngrad.nn.network import ForwardTrace, Network
-from ngrad.options import check_bounds
-from ngrad.rules.base import assign_gradient
 from ngrad.rules.target_propagation.targets import (
-    TargetPropagationRule,
+    FeedbackLearningOptions,
+    FeedbackStep,
+    TrainedFeedbackRule,
     dense_output,
     fast_function,
     feedback_noise,
@@ -59,21 +56,8 @@ __all__ = ["DifferenceTargetPropagation", "reconstruction_gradients"]
 
 
 @dataclass(frozen=True)
-class DifferenceTargetPropagationOptions:
-    target_step: float = 0.1  # eta: size of the output target's gradient step
-    noise: float = 0.1  # s: standard deviation of the corruption in the reconstruction loss
-    noise_distribution: Literal["rademacher", "gaussian"] = "rademacher"  # see feedback_noise
-    feedback_iterations: int = 1  # feedback updates per batch (see the module docstring)
-    feedback_step: float = 0.01  # SGD step of the extra internal feedback iterations
-    penultimate_target: Literal["feedback", "gradient"] = "feedback"
-    init: Literal["pytorch", "xavier", "kaiming", "gaussian"] = "xavier"
-
-    def __post_init__(self) -> None:
-        check_bounds(
-            self,
-            positive=("target_step", "noise", "feedback_step"),
-            at_least_one=("feedback_iterations",),
-        )
+class DifferenceTargetPropagationOptions(FeedbackLearningOptions):
+    penultimate_target: Literal["feedback", "gradient"] = "feedback"  # h^_{L-1}: via g_L or W_L^T
 
 
 def reconstruction_gradients(
@@ -105,7 +89,7 @@ def reconstruction_gradients(
     return loss, weight_gradient, pre_gradient.sum(dim=0).div_(count), pre_at_activity
 
 
-class DifferenceTargetPropagation(TargetPropagationRule):
+class DifferenceTargetPropagation(TrainedFeedbackRule):
     name = "dtp"
     summary = "difference target propagation: learned inverses g_l, h^_{l-1} += g(h^_l) - g(h_l)"
     citation = "Lee et al. 2015, ECML-PKDD; Meulemans et al. 2020, NeurIPS"
@@ -122,8 +106,17 @@ class DifferenceTargetPropagation(TargetPropagationRule):
             fresh = initialise_(torch.empty_like(weight), self.options.init, rows, columns)
             weights.append(nn.Parameter(fresh))
             biases.append(nn.Parameter(torch.zeros_like(weight[0])))
-        self.feedback_weights = nn.ParameterList(weights)
-        self.feedback_biases = nn.ParameterList(biases)
+        self.feedback_weights = nn.ParameterList(weights)  # V_l^T, in feedback_layers' order
+        self.feedback_biases = nn.ParameterList(biases)  # c_l
+
+    def feedback_matrices(self) -> list[Tensor | None]:
+        """Entry i: V_i^T (W_i's shape) of the feedback g_i that rebuilds layer i's input from
+        its output; None where layer i has no feedback (the first layer; the output layer in Lee
+        et al.'s variant)."""
+        matrices: list[Tensor | None] = [None] * len(self.network.layers)
+        for index, weight in zip(self.feedback_layers, self.feedback_weights, strict=True):
+            matrices[index] = weight
+        return matrices
 
     def feedback_map(self, index: int, activity: Tensor) -> Tensor:
         """g for layer ``index``: from its output back to its input."""
@@ -144,35 +137,29 @@ class DifferenceTargetPropagation(TargetPropagationRule):
         function = fast_function(activation)
         return function(shifted).sub_(function(pre))
 
-    def learn_feedback(self, trace: ForwardTrace) -> tuple[dict[int, float], Any]:
-        if not self.feedback_layers:  # Lee et al.'s variant on one hidden layer: nothing to learn
-            return {}, None
-        iterations = self.options.feedback_iterations
-        for iteration in range(iterations):
-            losses, pre_at_activity = {}, {}
-            belows = [trace.activities[index] for index in self.feedback_layers]
-            noises = feedback_noise(belows, self.options.noise, self.options.noise_distribution)
-            for slot, (index, below, noise) in enumerate(
-                zip(self.feedback_layers, belows, noises, strict=True)
-            ):
-                weight, bias = self.feedback_weights[slot], self.feedback_biases[slot]
-                loss, grad_weight, grad_bias, pre_at_activity[index] = reconstruction_gradients(
-                    self.network.layers[index],
-                    weight,
-                    bias,
-                    below,
-                    trace.activities[index + 1],
-                    noise,
-                    self.network.layers[index - 1].activation,
-                )
-                losses[index] = loss
-                if iteration + 1 < iterations:
-                    weight.sub_(grad_weight, alpha=self.options.feedback_step)
-                    bias.sub_(grad_bias, alpha=self.options.feedback_step)
-                else:
-                    assign_gradient(weight, grad_weight)
-                    assign_gradient(bias, grad_bias)
-        return losses, pre_at_activity
+    def feedback_gradients(self, trace: ForwardTrace) -> FeedbackStep:
+        """Lee et al.'s reconstruction loss of every g_l, with fresh noise on its target h_{l-1}."""
+        belows = [trace.activities[index] for index in self.feedback_layers]
+        if not belows:  # Lee et al.'s variant on one hidden layer: nothing to learn
+            return FeedbackStep({})
+        step = FeedbackStep({}, [], {})  # reuse: V h_l + c per layer, for the targets
+        noises = feedback_noise(belows, self.options.noise, self.options.noise_distribution)
+        for slot, (index, below, noise) in enumerate(
+            zip(self.feedback_layers, belows, noises, strict=True)
+        ):
+            weight, bias = self.feedback_weights[slot], self.feedback_biases[slot]
+            loss, grad_weight, grad_bias, step.reuse[index] = reconstruction_gradients(
+                self.network.layers[index],
+                weight,
+                bias,
+                below,
+                trace.activities[index + 1],
+                noise,
+                self.network.layers[index - 1].activation,
+            )
+            step.losses[index] = loss
+            step.gradients.extend([(weight, grad_weight), (bias, grad_bias)])
+        return step
 
     def propagate_targets(
         self, trace: ForwardTrace, top_difference: Tensor, reuse: Any = None

@@ -25,15 +25,11 @@ response to the noise), which grows with the forward weights; plain SGD on it di
 outgrows 2 / learning rate. With ``normalised_step`` (default) each layer's gradient is divided by
 the Hessian's trace, mean |d|^2 / s^2 + n_L lambda, an upper bound of its largest eigenvalue (the
 normalised-LMS step of adaptive filtering): a positive scalar per batch, so each batch's minimiser
-is unchanged, and the step stays stable for learning rates up to about 1. Turn it off to follow the
+is unchanged, and SGD stays stable at learning rates up to about 1. Turn it off to follow the
 paper's raw gradient (they train Q with Adam, which is insensitive to that scale).
-``feedback_iterations`` k > 1 trains Q k times per batch with fresh noise: k - 1 internal SGD steps
-of size ``feedback_step``, the last gradient into ``.grad``.
-
-Noise: zero-mean with covariance s^2 I, Rademacher (+-s) by default (``noise_distribution``):
-the losses' small-s analysis needs only that covariance, +-s draws cost a quarter of Gaussian ones
-and make the diagonal of eps eps^T exact (lower-variance feedback gradients, as for WM);
-``gaussian`` is the papers' N(0, s^2 I).
+``feedback_iterations``, ``noise`` and ``noise_distribution`` work as for every rule of the family
+(docs/target_propagation.md); ``train_feedback`` runs a feedback-only step, as the authors' extra
+feedback epochs do.
 
 Locality: a hidden layer needs the output's target difference (broadcast, as in DFA) and its own
 activity, target and input; the DRL needs the output's response to noise injected in that layer.
@@ -43,7 +39,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -51,9 +47,10 @@ from torch import Tensor, nn
 from ngrad.nn.init import initialise_
 from ngrad.nn.network import ForwardTrace, Network
 from ngrad.options import check_bounds
-from ngrad.rules.base import assign_gradient
 from ngrad.rules.target_propagation.targets import (
-    TargetPropagationRule,
+    FeedbackLearningOptions,
+    FeedbackStep,
+    TrainedFeedbackRule,
     dense_output,
     feedback_noise,
 )
@@ -62,23 +59,13 @@ __all__ = ["DirectDifferenceTargetPropagation", "difference_reconstruction_gradi
 
 
 @dataclass(frozen=True)
-class DirectDifferenceTargetPropagationOptions:
-    target_step: float = 0.1  # eta: size of the output target's gradient step
-    noise: float = 0.1  # s: standard deviation of the noise injected into each hidden layer
-    noise_distribution: Literal["rademacher", "gaussian"] = "rademacher"  # see feedback_noise
+class DirectDifferenceTargetPropagationOptions(FeedbackLearningOptions):
     damping: float = 0.1  # lambda: Tikhonov term of the DRL (and of the Gauss-Newton diagnostic)
-    normalised_step: bool = True  # divide grad Q by the DRL's curvature trace (see docstring)
-    feedback_iterations: int = 1  # feedback updates per batch (see the module docstring)
-    feedback_step: float = 0.01  # SGD step of the extra internal feedback iterations
-    init: Literal["pytorch", "xavier", "kaiming", "gaussian"] = "xavier"
+    normalised_step: bool = True  # divide grad Q by the DRL's curvature trace (normalised LMS)
 
     def __post_init__(self) -> None:
-        check_bounds(
-            self,
-            positive=("target_step", "noise", "feedback_step"),
-            non_negative=("damping",),
-            at_least_one=("feedback_iterations",),
-        )
+        super().__post_init__()
+        check_bounds(self, non_negative=("damping",))
 
 
 def noise_responses(network: Network, trace: ForwardTrace, noises: Sequence[Tensor]) -> Tensor:
@@ -121,7 +108,7 @@ def difference_reconstruction_gradient(
     return losses, gradients
 
 
-class DirectDifferenceTargetPropagation(TargetPropagationRule):
+class DirectDifferenceTargetPropagation(TrainedFeedbackRule):
     name = "ddtp"
     summary = (
         "direct DTP (linear): h^_l = h_l + Q_l Delta_L, Q trained on the difference recon. loss"
@@ -143,30 +130,25 @@ class DirectDifferenceTargetPropagation(TargetPropagationRule):
         """The DRL's own lambda: its minimiser gives exactly these damped targets."""
         return self.options.damping
 
-    def feedback_blocks(self) -> list[Tensor]:
+    def feedback_matrices(self) -> list[Tensor]:
         """Q_l^T for each hidden layer l, shape n_L x n_l (views into the stacked parameter)."""
         return list(self.feedback_stack.split(self.widths, dim=1))
 
-    def learn_feedback(self, trace: ForwardTrace) -> tuple[dict[int, float], Any]:
-        iterations = self.options.feedback_iterations
-        for iteration in range(iterations):
-            noises = feedback_noise(
-                trace.activities[1:-1], self.options.noise, self.options.noise_distribution
-            )
-            responses = noise_responses(self.network, trace, noises)
-            losses, gradients = difference_reconstruction_gradient(
-                responses,
-                noises,
-                self.feedback_blocks(),
-                self.options.noise,
-                self.options.damping,
-                self.options.normalised_step,
-            )
-            gradient = torch.cat(gradients, dim=1)
-            if iteration + 1 < iterations:
-                self.feedback_stack.sub_(gradient, alpha=self.options.feedback_step)
-        assign_gradient(self.feedback_stack, gradient)
-        return dict(enumerate(losses)), None
+    def feedback_gradients(self, trace: ForwardTrace) -> FeedbackStep:
+        """The DRL of every Q_l, with fresh noise in every hidden layer."""
+        noises = feedback_noise(
+            trace.activities[1:-1], self.options.noise, self.options.noise_distribution
+        )
+        losses, gradients = difference_reconstruction_gradient(
+            noise_responses(self.network, trace, noises),
+            noises,
+            self.feedback_matrices(),
+            self.options.noise,
+            self.options.damping,
+            self.options.normalised_step,
+        )
+        gradient = torch.cat(gradients, dim=1)
+        return FeedbackStep(dict(enumerate(losses)), [(self.feedback_stack, gradient)])
 
     def propagate_targets(
         self, trace: ForwardTrace, top_difference: Tensor, reuse: Any = None

@@ -27,16 +27,11 @@ the feedback is good). Ernoult et al. write it as -2 eps.(...) + |...|^2 without
 minimiser; ngrad divides by s^2 so the gradient's size does not depend on s.
 ``feedback_rate`` scales the feedback gradient (0.02 by default, as WM's rate): one batch's
 estimate of J_f^T from N noise samples is noisy when N is below the layer width, and a small rate
-averages it over batches (on the digits default it brings the update angle to BP from ~45 to ~10
-degrees). ``feedback_iterations`` k > 1: k - 1 internal SGD steps of size ``feedback_step`` with
-fresh noise, the last gradient into ``.grad``.
+averages it over batches (docs/target_propagation.md). ``feedback_iterations``, ``noise`` and
+``noise_distribution`` work as for every rule of the family.
 
 ngrad stores V_l^T (W_l's shape): ``feedback_pairs`` compares it with W_l (angle(V_l, W_l^T)), and
 ``diagnose`` adds |J_g - J_f^T|_F / |J_f|_F per layer (``jacobian_mismatch_by_layer``).
-Noise: zero-mean with covariance s^2 I, Rademacher (+-s) by default (``noise_distribution``):
-the losses' small-s analysis needs only that covariance, +-s draws cost a quarter of Gaussian ones
-and make the diagonal of eps eps^T exact (lower-variance feedback gradients, as for WM);
-``gaussian`` is the papers' N(0, s^2 I).
 
 Locality: as DTP; the feedback synapse sees its own noisy input and output and the noise injected
 into the layer below (the -eps . dr term is a correlation of the noise with the feedback response).
@@ -46,7 +41,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -55,9 +50,11 @@ from ngrad.nn.init import initialise_
 from ngrad.nn.layers import DenseLayer
 from ngrad.nn.network import ForwardTrace, Network
 from ngrad.options import check_bounds
-from ngrad.rules.base import FeedbackPair, assign_gradient
+from ngrad.rules.base import FeedbackPair
 from ngrad.rules.target_propagation.targets import (
-    TargetPropagationRule,
+    FeedbackLearningOptions,
+    FeedbackStep,
+    TrainedFeedbackRule,
     dense_output,
     fast_function,
     feedback_noise,
@@ -67,21 +64,13 @@ __all__ = ["LocalDifferenceReconstruction", "local_difference_gradients"]
 
 
 @dataclass(frozen=True)
-class LocalDifferenceReconstructionOptions:
+class LocalDifferenceReconstructionOptions(FeedbackLearningOptions):
     target_step: float = 0.01  # beta: size of the output target's gradient step (small)
-    noise: float = 0.1  # s: standard deviation of the noise in the L-DRL
-    noise_distribution: Literal["rademacher", "gaussian"] = "rademacher"  # see feedback_noise
     feedback_rate: float = 0.02  # scales the feedback gradient: feedback lr / optimiser lr
-    feedback_iterations: int = 1  # feedback updates per batch (see the module docstring)
-    feedback_step: float = 0.01  # SGD step of the extra internal feedback iterations
-    init: Literal["pytorch", "xavier", "kaiming", "gaussian"] = "xavier"
 
     def __post_init__(self) -> None:
-        check_bounds(
-            self,
-            positive=("target_step", "noise", "feedback_rate", "feedback_step"),
-            at_least_one=("feedback_iterations",),
-        )
+        super().__post_init__()
+        check_bounds(self, positive=("feedback_rate",))
 
 
 def local_difference_gradients(
@@ -113,7 +102,7 @@ def local_difference_gradients(
     return loss, gradient.mul_(-scale)
 
 
-class LocalDifferenceReconstruction(TargetPropagationRule):
+class LocalDifferenceReconstruction(TrainedFeedbackRule):
     name = "ldrl"
     summary = "DTP whose feedback learns J_g = J_f^T (local difference recon. loss); update / beta"
     citation = "Ernoult et al. 2022, ICML"
@@ -130,36 +119,34 @@ class LocalDifferenceReconstruction(TargetPropagationRule):
             weights.append(nn.Parameter(fresh))
         self.feedback_weights = nn.ParameterList(weights)  # slot i - 1: layer i's V^T
 
-    def learn_feedback(self, trace: ForwardTrace) -> tuple[dict[int, float], Any]:
-        iterations, noise = self.options.feedback_iterations, self.options.noise
-        layers = self.network.layers
-        responses = {
-            index: fast_function(layers[index].activation)(trace.activities[index + 1])
-            for index in range(1, len(layers))
-        }
-        for iteration in range(iterations):
-            losses = {}
-            # eps on each layer's input, eta on its output: one draw for the whole pathway
-            pairs = [t for i in range(1, len(layers)) for t in trace.activities[i : i + 2]]
-            noises = feedback_noise(pairs, noise, self.options.noise_distribution)
-            for index in range(1, len(layers)):
-                weight = self.feedback_weights[index - 1]
-                losses[index], gradient = local_difference_gradients(
-                    layers[index],
-                    weight,
-                    trace.activities[index],
-                    trace.activities[index + 1],
-                    responses[index],
-                    noises[2 * index - 2],
-                    noises[2 * index - 1],
-                    noise,
-                )
-                gradient.mul_(self.options.feedback_rate)
-                if iteration + 1 < iterations:
-                    weight.sub_(gradient, alpha=self.options.feedback_step)
-                else:
-                    assign_gradient(weight, gradient)
-        return losses, responses
+    def feedback_matrices(self) -> list[Tensor | None]:
+        """Entry i: V_i^T (W_i's shape) of the feedback that sends layer i's target difference
+        down to its input; entry 0 is None (no target for the input)."""
+        return [None, *self.feedback_weights]
+
+    def feedback_gradients(self, trace: ForwardTrace) -> FeedbackStep:
+        """The L-DRL of every V_l, with fresh noise on each layer's input and output."""
+        layers, noise = self.network.layers, self.options.noise
+        step = FeedbackStep({}, [], {})  # reuse: f_l(h_l) per layer, for the targets
+        # eps on each layer's input, eta on its output: one draw for the whole pathway
+        pairs = [t for i in range(1, len(layers)) for t in trace.activities[i : i + 2]]
+        noises = feedback_noise(pairs, noise, self.options.noise_distribution)
+        for index in range(1, len(layers)):
+            weight = self.feedback_weights[index - 1]
+            response = fast_function(layers[index].activation)(trace.activities[index + 1])
+            step.reuse[index] = response
+            step.losses[index], gradient = local_difference_gradients(
+                layers[index],
+                weight,
+                trace.activities[index],
+                trace.activities[index + 1],
+                response,
+                noises[2 * index - 2],
+                noises[2 * index - 1],
+                noise,
+            )
+            step.gradients.append((weight, gradient.mul_(self.options.feedback_rate)))
+        return step
 
     def propagate_targets(
         self, trace: ForwardTrace, top_difference: Tensor, reuse: Any = None
@@ -178,10 +165,11 @@ class LocalDifferenceReconstruction(TargetPropagationRule):
     def feedback_pairs(self) -> list[FeedbackPair]:
         """V_l^T against W_l: the feedback Jacobian should approach the forward one's transpose."""
         return [
-            FeedbackPair(index, weight, layer.weight)
-            for index, (weight, layer) in enumerate(
-                zip(self.feedback_weights, self.network.layers[1:], strict=True), start=1
+            FeedbackPair(index, matrix, layer.weight)
+            for index, (matrix, layer) in enumerate(
+                zip(self.feedback_matrices(), self.network.layers, strict=True)
             )
+            if matrix is not None
         ]
 
     @torch.no_grad()

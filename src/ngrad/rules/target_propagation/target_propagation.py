@@ -17,9 +17,9 @@ activation's range (tanh, sigmoid) are clipped just inside it before inversion; 
 clipped entries is reported as the scalar ``clipped_target_fraction``.
 
 Stability: the hidden targets are undamped Gauss-Newton steps, whose size grows with the condition
-number of the W_l (on 64-10-10-10 tanh digits the first layer's update is ~300x backprop's at
-initialisation), so exact-inverse TP needs a small learning rate or Adam and learns slowly; DTP and
-DDTP replace the inverse with learned (and, for DDTP, damped) feedback.
+number of the W_l, so exact-inverse TP needs a small learning rate (or Adam) and learns slowly
+(docs/target_propagation.md); DTP and DDTP replace the inverse with learned (and, for DDTP,
+damped) feedback.
 
 Locality: each layer needs only its own activity, its target and its input (a local delta rule);
 the inverse W_l^{-1} is not local, which is what DTP's learned inverses replace.
@@ -27,15 +27,16 @@ the inverse W_l^{-1} is not local, which is what DTP's learned inverses replace.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from ngrad.nn.layers import DenseLayer
 from ngrad.nn.network import ForwardTrace, Network
 from ngrad.options import check_bounds
-from ngrad.rules.base import StepRecord
 from ngrad.rules.target_propagation.targets import TargetPropagationRule, clamp_into_range
 
 __all__ = ["TargetPropagation", "invert_layer"]
@@ -49,7 +50,7 @@ class TargetPropagationOptions:
         check_bounds(self, positive=("target_step",))
 
 
-def invert_layer(layer, activity: Tensor) -> Tensor:
+def invert_layer(layer: DenseLayer, activity: Tensor) -> Tensor:
     """The input that makes ``layer`` output ``activity``: W^{-1} (f^{-1}(h) - b)."""
     pre_activation = layer.activation.inverse(activity)
     if layer.bias is not None:
@@ -82,26 +83,28 @@ class TargetPropagation(TargetPropagationRule):
                 )
         return None
 
-    def learn_feedback(self, trace: ForwardTrace) -> tuple[dict[int, float], Any]:
-        return {}, None  # the inverses are exact: nothing to learn
-
     def propagate_targets(
         self, trace: ForwardTrace, top_difference: Tensor, reuse: Any = None
     ) -> list[Tensor]:
         layers = self.network.layers
         target = trace.output + top_difference
         differences = [top_difference]
-        self._clipped = 0.0
         for index in range(len(layers) - 1, 0, -1):
             layer = layers[index]
-            inside = clamp_into_range(layer.activation, target)
-            self._clipped += float((inside != target).sum())
-            target = invert_layer(layer, inside)
+            target = invert_layer(layer, clamp_into_range(layer.activation, target))
             differences.append(target - trace.activities[index])
         differences.reverse()
         return differences
 
-    def backward(self, inputs: Tensor, targets: Tensor) -> StepRecord:
-        record = super().backward(inputs, targets)
-        hidden = sum(t.numel() for t in record.layer_errors[1:])
-        return replace(record, scalars={"clipped_target_fraction": self._clipped / hidden})
+    def target_scalars(
+        self, trace: ForwardTrace, differences: Sequence[Tensor]
+    ) -> dict[str, float]:
+        """``clipped_target_fraction``: the fraction of hidden and output target entries that
+        lay outside their layer's activation range and were clipped before inversion."""
+        clipped = 0
+        for index in range(1, len(self.network.layers)):
+            target = trace.activities[index + 1] + differences[index]
+            inside = clamp_into_range(self.network.layers[index].activation, target)
+            clipped += int((inside != target).sum())
+        hidden = sum(difference.numel() for difference in differences[1:])
+        return {"clipped_target_fraction": clipped / hidden}

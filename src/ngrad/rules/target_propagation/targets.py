@@ -1,8 +1,8 @@
 """Pure functions and the shared skeleton of the target-propagation family (TP, DTP, DDTP, L-DRL).
 
-Notation (REFERENCES.md): h_0 = x, a_l = W_l h_{l-1} + b_l, h_l = f_l(a_l), l = 1..L, and the loss
-L = (1/N) sum_n l_n is a mean over the batch. Each layer gets a *target* h^_l; ngrad works with the
-target differences Delta_l = h^_l - h_l:
+Notation (docs/notation.md, docs/target_propagation.md): h_0 = x, a_l = W_l h_{l-1} + b_l,
+h_l = f_l(a_l), l = 1..L, and the loss L = (1/N) sum_n l_n is a mean over the batch. Each layer
+gets a *target* h^_l; ngrad works with the target differences Delta_l = h^_l - h_l:
 
     Delta_L = -eta dl_n/dh_L                  top target: a gradient step of size eta on each
                                               sample's own loss, taken on the output activity
@@ -19,6 +19,12 @@ Diagnostics against exact quantities (dense layers): J_l = dh_L/dh_l per sample 
 the damped Gauss-Newton target difference J_l^T (J_l J_l^T + lambda I)^{-1} Delta_L, which equals
 (J_l^T J_l + lambda I)^{-1} J_l^T Delta_L (lambda = 0: the pseudo-inverse J_l^+ Delta_L), and the
 size eta |dl_n/dh_l| of a gradient step on the activity, next to the size |Delta_l| of the targets.
+
+Learned feedback (DTP, DDTP, L-DRL) is trained on a loss of its own, with noise eps of covariance
+s^2 I injected into the activities (``noise``, ``noise_distribution``): ``feedback_iterations``
+k > 1 trains it k times per batch with fresh noise, the first k - 1 times by plain SGD steps of
+size ``feedback_step`` inside ``backward``, the last gradient going into ``.grad`` for the
+optimiser; the targets use the feedback after the internal steps.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from __future__ import annotations
 import math
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -33,16 +40,21 @@ from torch import Tensor
 
 from ngrad.errors import ConfigError
 from ngrad.nn.activations import Activation, get_activation
+from ngrad.nn.init import Init
 from ngrad.nn.layers import DenseLayer
 from ngrad.nn.losses import Loss
 from ngrad.nn.network import ForwardTrace, Network
 from ngrad.numeric import mean_angle_degrees
-from ngrad.rules.base import LearningRule, StepRecord
+from ngrad.options import check_bounds
+from ngrad.rules.base import LearningRule, StepRecord, assign_gradient
 from ngrad.rules.layerwise import hidden_error, write_layer_gradients
-from ngrad.rules.noise import rademacher
+from ngrad.rules.noise import NoiseDistribution, rademacher
 
 __all__ = [
+    "FeedbackLearningOptions",
+    "FeedbackStep",
     "TargetPropagationRule",
+    "TrainedFeedbackRule",
     "clamp_into_range",
     "dense_output",
     "fast_function",
@@ -89,11 +101,14 @@ def fast_function(activation: Activation) -> Callable[[Tensor], Tensor]:
     return _tanh_via_sigmoid if activation.name == "tanh" else activation.function
 
 
-def feedback_noise(like: Sequence[Tensor], std: float, distribution: str) -> list[Tensor]:
+def feedback_noise(
+    like: Sequence[Tensor], std: float, distribution: NoiseDistribution
+) -> list[Tensor]:
     """Independent zero-mean noise of covariance std^2 I shaped like each (N, n_i) tensor, drawn
-    in one call: ``rademacher`` (+-std, the default of the family: about a quarter of the cost of
-    Gaussian draws, and exact second moments on the diagonal, which lowers the variance of the
-    noise-based feedback gradients, as for WM) or ``gaussian`` (N(0, std^2 I), as in the papers)."""
+    in one call: ``rademacher`` (+-std, the family's default: the feedback losses' small-noise
+    analysis needs only the covariance; +-std draws cost about a quarter of Gaussian ones and make
+    the diagonal of eps eps^T exact, which lowers the variance of the noise-based feedback
+    gradients) or ``gaussian`` (N(0, std^2 I), as in the papers)."""
     widths = [tensor.shape[1] for tensor in like]
     first = like[0]
     shape = (first.shape[0], sum(widths))
@@ -167,13 +182,44 @@ def _nan_padded(values: dict[int, float], layers: int) -> list[float]:
     return [values.get(index, math.nan) for index in range(layers)]
 
 
+@dataclass(frozen=True)
+class FeedbackLearningOptions:
+    """Options of every rule whose feedback is trained on a noisy loss of its own."""
+
+    target_step: float = 0.1  # eta: size of the output target's gradient step
+    noise: float = 0.1  # s: standard deviation of the noise in the feedback's loss
+    noise_distribution: NoiseDistribution = "rademacher"  # law of the noise (covariance s^2 I)
+    feedback_iterations: int = 1  # k: feedback updates per batch (k - 1 internal SGD steps)
+    feedback_step: float = 0.01  # SGD step size of the k - 1 internal feedback updates
+    init: Init = "xavier"  # initialisation scheme of the feedback weights
+
+    def __post_init__(self) -> None:
+        check_bounds(
+            self,
+            positive=("target_step", "noise", "feedback_step"),
+            at_least_one=("feedback_iterations",),
+        )
+
+
+@dataclass(frozen=True)
+class FeedbackStep:
+    """One evaluation of a feedback loss: its value per layer index (layers without feedback left
+    out), each trained feedback tensor with its gradient, and what ``propagate_targets`` may
+    reuse (e.g. the feedback's pre-activation at the activities)."""
+
+    losses: dict[int, float]
+    gradients: list[tuple[Tensor, Tensor]] = field(default_factory=list)
+    reuse: Any = None
+
+
 class TargetPropagationRule(LearningRule):
     """One step of any target-propagation rule: trace, feedback learning, targets, local losses.
 
-    Subclasses train their feedback (``learn_feedback``: writes the feedback parameters' ``.grad``)
-    and send the top target difference down (``propagate_targets``). Options shared by all:
-    ``target_step`` (eta). Cheap per-step series: ``target_difference_by_layer`` (mean |Delta_l|)
-    and the feedback loss per layer (``feedback_loss_name``); costly ones in ``diagnose``.
+    Subclasses send the top target difference down (``propagate_targets``) and, where they learn
+    their feedback, train it (``learn_feedback``: writes the feedback parameters' ``.grad``).
+    Options shared by all: ``target_step`` (eta). Cheap per-step series:
+    ``target_difference_by_layer`` (mean |Delta_l|) and the feedback loss per layer
+    (``feedback_loss_name``); costly ones in ``diagnose``.
     """
 
     feedback_loss_name: ClassVar[str] = "reconstruction_loss_by_layer"
@@ -193,10 +239,11 @@ class TargetPropagationRule(LearningRule):
             return "it needs at least one hidden layer"
         return None
 
-    @abstractmethod
     def learn_feedback(self, trace: ForwardTrace) -> tuple[dict[int, float], Any]:
         """Write the feedback parameters' ``.grad``; return the feedback loss per layer index
-        (layers without feedback left out) and anything ``propagate_targets`` may reuse."""
+        (layers without feedback left out) and anything ``propagate_targets`` may reuse.
+        Default: no feedback to learn."""
+        return {}, None
 
     @abstractmethod
     def propagate_targets(
@@ -204,6 +251,12 @@ class TargetPropagationRule(LearningRule):
     ) -> list[Tensor]:
         """Delta for every layer's output (index i: layer i), from Delta_L = ``top_difference``;
         ``reuse`` is what ``learn_feedback`` returned this step (None when it did not run)."""
+
+    def target_scalars(
+        self, trace: ForwardTrace, differences: Sequence[Tensor]
+    ) -> dict[str, float]:
+        """Rule-specific numbers about this step's targets, for ``StepRecord.scalars``."""
+        return {}
 
     def gauss_newton_damping(self) -> float:
         """lambda of the Gauss-Newton targets the diagnostic compares with (0: pseudo-inverse)."""
@@ -224,7 +277,19 @@ class TargetPropagationRule(LearningRule):
         if feedback_losses:
             series[self.feedback_loss_name] = _nan_padded(feedback_losses, len(differences))
         loss = self.loss(trace.output, targets)
-        return StepRecord(loss, trace.output, tuple(errors), series=series)
+        scalars = self.target_scalars(trace, differences)
+        return StepRecord(loss, trace.output, tuple(errors), scalars=scalars, series=series)
+
+    @torch.no_grad()
+    def train_feedback(self, inputs: Tensor) -> dict[int, float]:
+        """A feedback-only step on ``inputs`` (no labels needed): the feedback learns as in
+        ``backward`` and its ``.grad`` is written; the network's ``.grad`` is cleared, so an
+        optimiser step leaves the forward weights alone (extra feedback-only epochs, feedback
+        pretraining). Returns the feedback loss per layer index."""
+        losses, _ = self.learn_feedback(self.network.trace(inputs))
+        for parameter in self.network.parameters():
+            parameter.grad = None
+        return losses
 
     @torch.no_grad()
     def diagnose(self, inputs: Tensor, targets: Tensor) -> dict[str, float | list[float]]:
@@ -246,3 +311,30 @@ class TargetPropagationRule(LearningRule):
                 for jacobian in jacobians
             ],
         }
+
+
+class TrainedFeedbackRule(TargetPropagationRule):
+    """A target-propagation rule whose feedback is trained on a noisy loss of its own
+    (options: :class:`FeedbackLearningOptions`). Subclasses give one evaluation of that loss
+    (``feedback_gradients``); this class runs it ``feedback_iterations`` times per batch."""
+
+    @abstractmethod
+    def feedback_gradients(self, trace: ForwardTrace) -> FeedbackStep:
+        """The feedback loss and its gradients on this batch, with freshly drawn noise."""
+
+    @abstractmethod
+    def feedback_matrices(self) -> list[Tensor | None]:
+        """The feedback weights, in the orientation of the forward weight each stands for."""
+
+    def learn_feedback(self, trace: ForwardTrace) -> tuple[dict[int, float], Any]:
+        """k = ``feedback_iterations`` evaluations: k - 1 internal SGD steps of size
+        ``feedback_step``, the last gradient written into ``.grad``."""
+        iterations = self.options.feedback_iterations
+        for iteration in range(iterations):
+            step = self.feedback_gradients(trace)
+            for parameter, gradient in step.gradients:
+                if iteration + 1 < iterations:
+                    parameter.sub_(gradient, alpha=self.options.feedback_step)
+                else:
+                    assign_gradient(parameter, gradient)
+        return step.losses, step.reuse
