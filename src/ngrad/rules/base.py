@@ -110,7 +110,13 @@ def _checked(method: Callable[..., Any], with_labels: bool) -> Callable[..., Any
 
 
 # public methods taking a batch -> whether they also take its labels
-_CHECKED_METHODS = {"backward": True, "diagnose": True, "forward": False, "representations": False}
+_CHECKED_METHODS = {
+    "backward": True,
+    "diagnose": True,
+    "forward": False,
+    "representations": False,
+    "train_feedback": False,
+}
 
 
 def check_network(network: Any) -> None:
@@ -211,8 +217,8 @@ class LearningRule(nn.Module, ABC):
 
 # the base class's own batch methods get the same checks as its subclasses' overrides
 for _method_name, _with_labels in _CHECKED_METHODS.items():
-    _method = LearningRule.__dict__[_method_name]
-    if not getattr(_method, "__isabstractmethod__", False):
+    _method = LearningRule.__dict__.get(_method_name)
+    if _method is not None and not getattr(_method, "__isabstractmethod__", False):
         setattr(LearningRule, _method_name, _checked(_method, _with_labels))
 
 
