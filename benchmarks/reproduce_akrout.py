@@ -2,18 +2,19 @@
 
     python benchmarks/reproduce_akrout.py [--epochs 40] [--rules bp,fa,kp,wm] [--out DIR]
 
-Setting of the authors' companion code (REFERENCES.md): 784-500-10, sigmoid hidden units, sigmoid
-cross-entropy on the 10 outputs, weights ~ N(0, 1/(fan_in + fan_out)), plain SGD on batches of
-128 with lr 0.2 (BP, FA), 0.3 (KP), 0.05 (WM). They trained 400 epochs; the budget here is a
-flag. Differences we keep on purpose: WM's mirror is the paper's linear equation with a decay
-and Rademacher noise, where the code passes uniform noise through the sigmoid and lets B grow
-without bound (its renormalisation is a no-op); B's size sets the hidden layer's effective
+Setting of the authors' companion code (see docs/feedback_alignment.md): 784-500-10, sigmoid
+hidden units, sigmoid cross-entropy on the 10 outputs, weights ~ N(0, 1/(fan_in + fan_out)), plain
+SGD on batches of 128 with lr 0.2 (BP, FA), 0.3 (KP), 0.05 (WM). They trained 400 epochs; the
+budget here is a flag. Differences we keep on purpose: WM's mirror is the paper's linear equation
+with a decay and Rademacher noise, where the code passes uniform noise through the sigmoid and lets
+B grow without bound (its renormalisation is a no-op); B's size sets the hidden layer's effective
 learning rate, and lambda = 0.25 (B -> 4 W^T) matches the code's learning speed; KP uses ngrad's
-default weight decay 1e-4 (the code's run had none, so its B - W^T never decayed). Reported:
-test accuracy at the epoch of best validation accuracy (5000 held-out training images; the
-authors reported test accuracy directly), the final mean per-sample angle between the hidden
-error and BP's ("delta angle"), and the angle between W_2 and B_2^T ("weight angle"), next to
-the published numbers.
+default weight decay 1e-4 (the code's run had none, so its B - W^T never decayed) and the same
+plain SGD step on W and B, as KP requires (no feedback learning rate of its own). Reported: test
+accuracy at the epoch of best validation accuracy (5000 held-out training images; the authors
+reported test accuracy directly), the final mean per-sample angle between the hidden error and
+BP's ("delta angle"), and the angle between W_2 and B_2^T ("weight angle"), next to the published
+numbers.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ngrad.rules.base import LearningRule, StepRecord, assign_gradient
+from ngrad.rules.base import LearningRule, StepRecord, write_layer_update
 
 __all__ = ["Backprop"]
 
@@ -28,11 +28,15 @@ class Backprop(LearningRule):
     citation = "Rumelhart, Hinton & Williams 1986, Nature 323:533"
 
     def backward(self, inputs: Tensor, targets: Tensor) -> StepRecord:
-        parameters = list(self.network.parameters())
+        layers = self.network.layers
+        weights = [layer.weight for layer in layers]
+        biases = [layer.bias for layer in layers if layer.bias is not None]
         with torch.enable_grad():
             output = self.network(inputs)
             loss = self.loss(output, targets)
-            gradients = torch.autograd.grad(loss, parameters)
-        for parameter, gradient in zip(parameters, gradients, strict=True):
-            assign_gradient(parameter, gradient)
+            gradients = torch.autograd.grad(loss, [*weights, *biases])
+        bias_gradients = iter(gradients[len(weights) :])
+        for layer, weight_gradient in zip(layers, gradients[: len(weights)], strict=True):
+            bias_gradient = next(bias_gradients) if layer.bias is not None else None
+            write_layer_update(layer, weight_gradient, bias_gradient)
         return StepRecord(loss.detach(), output.detach())

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from ngrad.nn.init import random_like
 from ngrad.nn.losses import Loss
 from ngrad.nn.network import ForwardTrace, Network
-from ngrad.rules.base import FeedbackPair, LearningRule, StepRecord, assign_gradient
+from ngrad.rules.base import FeedbackPair, LearningRule, StepRecord, write_layer_update
 
 __all__ = [
     "FeedbackPathwayRule",
@@ -28,8 +28,6 @@ __all__ = [
     "hidden_error",
     "output_error",
     "propagate_errors",
-    "register_random_feedback",
-    "registered_feedback",
     "write_layer_gradients",
 ]
 
@@ -68,25 +66,16 @@ def propagate_errors(
     return errors
 
 
-def write_layer_gradients(network: Network, trace: ForwardTrace, errors: Sequence[Tensor]) -> None:
-    """dW_l = delta_l h_{l-1}^T and db_l = sum delta_l, written into ``.grad``."""
+def write_layer_gradients(
+    network: Network, trace: ForwardTrace, errors: Sequence[Tensor], weight_decay: float = 0.0
+) -> None:
+    """dW_l = delta_l h_{l-1}^T (+ weight_decay W_l) and db_l = sum delta_l, into ``.grad``."""
     for layer, inputs, error in zip(network.layers, trace.activities, errors, strict=False):
-        assign_gradient(layer.weight, layer.weight_gradient(error, inputs))
-        if layer.bias is not None:
-            assign_gradient(layer.bias, layer.bias_gradient(error))
-
-
-def register_random_feedback(rule: nn.Module, network: Network, init: str, scale: float) -> None:
-    """Fixed random B_l^T of W_l's shape for layers 2..L, as buffers ``feedback_1 ...``."""
-    for index, layer in enumerate(network.layers):
-        if index > 0:
-            feedback = random_like(layer.weight.detach(), init, scale)
-            rule.register_buffer(f"feedback_{index}", feedback)
-
-
-def registered_feedback(rule: nn.Module, network: Network) -> list[Tensor]:
-    """The buffers :func:`register_random_feedback` made, for layers 2..L in order."""
-    return [getattr(rule, f"feedback_{index}") for index in range(1, len(network.layers))]
+        weight_update = layer.weight_gradient(error, inputs)
+        if weight_decay:
+            weight_update.add_(layer.weight, alpha=weight_decay)
+        bias_update = layer.bias_gradient(error) if layer.bias is not None else None
+        write_layer_update(layer, weight_update, bias_update)
 
 
 class FeedbackPathwayRule(LearningRule):
@@ -95,6 +84,10 @@ class FeedbackPathwayRule(LearningRule):
     Subclasses say which matrices (``feedback_matrices``) and how, if at all, they learn them
     (``learn_feedback``, which writes the feedback weights' ``.grad`` and returns scalars to log).
     """
+
+    def forward_weight_decay(self) -> float:
+        """lambda added to every forward weight's update, lambda W_l (0: none)."""
+        return 0.0
 
     @abstractmethod
     def feedback_matrices(self) -> list[Tensor | None]:
@@ -109,7 +102,7 @@ class FeedbackPathwayRule(LearningRule):
         trace = self.network.trace(inputs)
         top_error = output_error(self.network, self.loss, trace, targets)
         errors = propagate_errors(self.network, trace, top_error, self.feedback_matrices())
-        write_layer_gradients(self.network, trace, errors)
+        write_layer_gradients(self.network, trace, errors, self.forward_weight_decay())
         scalars = self.learn_feedback(trace, errors)
         loss = self.loss(trace.output, targets)
         return StepRecord(loss, trace.output, tuple(errors), scalars)
@@ -126,7 +119,7 @@ class FeedbackPathwayRule(LearningRule):
 
 class LearnedFeedbackRule(FeedbackPathwayRule):
     """A feedback pathway of trained parameters ``self.feedback[i - 1]`` = B_i^T (W_i-shaped),
-    drawn at construction with the ``init`` option's scheme."""
+    drawn at construction with the ``init`` option's scheme (an :data:`~ngrad.nn.init.Init`)."""
 
     def __init__(self, network: Network, loss="cross_entropy", **options) -> None:
         super().__init__(network, loss, **options)

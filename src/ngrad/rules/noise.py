@@ -39,9 +39,10 @@ def rademacher(
 
 def uniform_levels(
     shape: tuple[int, ...] | torch.Size,
-    high: float,
+    high: float | Tensor,
     dtype: torch.dtype,
     device: torch.device | str = "cpu",
 ) -> Tensor:
-    """Uniform on (0, high] in 256 equal levels: (k + 1/2) high / 256, k uniform in 0..255."""
+    """Uniform on (0, high] in 256 equal levels: (k + 1/2) high / 256, k uniform in 0..255
+    (``high`` a number or a 0-dim tensor, e.g. a buffer, which then needs no host round trip)."""
     return random_bytes(shape, device).to(dtype).add_(0.5).mul_(high / 256)

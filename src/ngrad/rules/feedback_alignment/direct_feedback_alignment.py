@@ -11,17 +11,17 @@ n_out x (n_1 + ... + n_{L-1}) matrix, multiplies the output error by it once, an
 by layer, so no layer waits for the one above it (the layer parallelism DFA promises).
 Property: in a linear network with B_l := (W_L ... W_{l+1})^T the update equals backprop's.
 Locality: no weight transport; each hidden layer needs the output error, broadcast.
+Notation and settings: docs/feedback_alignment.md.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import Tensor
 
-from ngrad.nn.init import initialise_
+from ngrad.nn.init import Init, initialise_
 from ngrad.nn.layers import DenseLayer
 from ngrad.nn.network import Network
 from ngrad.options import check_bounds
@@ -33,8 +33,8 @@ __all__ = ["DirectFeedbackAlignment"]
 
 @dataclass(frozen=True)
 class DirectFeedbackAlignmentOptions:
-    init: Literal["pytorch", "xavier", "kaiming", "gaussian"] = "pytorch"
-    scale: float = 1.0
+    init: Init = "pytorch"  # scheme each B_l is drawn with (fan-in n_l, fan-out n_out)
+    scale: float = 1.0  # factor multiplying B after it is drawn
 
     def __post_init__(self) -> None:
         check_bounds(self, positive=("scale",))
@@ -55,10 +55,11 @@ class DirectFeedbackAlignment(LearningRule):
         stacked = torch.empty(n_out, sum(widths), dtype=reference.dtype, device=reference.device)
         for block, width in zip(stacked.split(widths, dim=1), widths, strict=True):
             initialise_(block, self.options.init, width, n_out).mul_(self.options.scale)
+        # one buffer, not one per layer: the backward pass multiplies by all of it at once
         self.register_buffer("feedback_stack", stacked)
         self.widths = widths
 
-    def feedback_blocks(self) -> list[Tensor]:
+    def feedback_matrices(self) -> list[Tensor]:
         """B_l^T for each hidden layer l, shape n_out x n_l (views into the stacked matrix)."""
         return list(self.feedback_stack.split(self.widths, dim=1))
 
@@ -82,7 +83,7 @@ class DirectFeedbackAlignment(LearningRule):
         """B_l^T against W_L ... W_{l+1} (what B_l stands in for; dense layers above l only)."""
         pairs = []
         layers = self.network.layers
-        for index, block in enumerate(self.feedback_blocks()):
+        for index, block in enumerate(self.feedback_matrices()):
             above = layers[index + 1 :]
             if not all(isinstance(layer, DenseLayer) for layer in above):
                 continue

@@ -12,30 +12,64 @@ Akrout, Wilson, Humphreys, Lillicrap & Tweed (2019). Deep learning without weigh
 NeurIPS 32.
 
 ngrad stores B_l^T (W_l's shape) as a trained parameter; its ``.grad`` is the forward weight's
-update plus the weight decay, so the optimiser moves both alike. Locality: the feedback synapse sees
-the same pre- and post-synaptic signals as its forward partner, read in the other direction.
+update plus the weight decay, so the optimiser moves both alike. That holds only when the optimiser
+takes the same linear step on both: plain SGD (with or without momentum, dampening, Nesterov and
+weight decay) with the same settings for W_l and B_l. An adaptive optimiser (Adam, RMSprop)
+rescales each entry by its own history, and a separate feedback learning rate scales B's step
+alone; either way B - W^T no longer decays, and the rule is no longer Kolen-Pollack, so
+:meth:`KolenPollack.check_optimizer` and :meth:`KolenPollack.param_groups` refuse them. Locality:
+the feedback synapse sees the same pre- and post-synaptic signals as its forward partner, read in
+the other direction. Notation and settings: docs/feedback_alignment.md.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from ngrad.errors import ConfigError
+from ngrad.nn.init import Init
 from ngrad.nn.network import ForwardTrace
 from ngrad.options import check_bounds
 from ngrad.rules.base import assign_gradient
 from ngrad.rules.layerwise import LearnedFeedbackRule
 
-__all__ = ["KolenPollack"]
+__all__ = ["KolenPollack", "step_settings_mismatch"]
+
+# SGD's settings that enter its (linear) step; W_l and B_l must share every one of them
+SGD_STEP_SETTINGS = ("lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize")
+
+
+def step_settings_mismatch(
+    optimizer: torch.optim.Optimizer, pairs: Sequence[tuple[Tensor, Tensor]]
+) -> str | None:
+    """Why ``optimizer`` would not move each (W, B) pair by the same step, or None if it does."""
+    if not isinstance(optimizer, torch.optim.SGD):
+        return f"{type(optimizer).__name__} does not take the same step on W and B (use SGD)"
+    group_of = {id(p): group for group in optimizer.param_groups for p in group["params"]}
+    for index, (weight, feedback) in enumerate(pairs, start=1):
+        weight_group, feedback_group = group_of.get(id(weight)), group_of.get(id(feedback))
+        if weight_group is None or feedback_group is None:
+            return f"the optimiser does not train both W_{index + 1} and its feedback B"
+        for setting in SGD_STEP_SETTINGS:
+            if weight_group.get(setting) != feedback_group.get(setting):
+                return (
+                    f"{setting} differs between W_{index + 1} ({weight_group.get(setting)!r}) "
+                    f"and its feedback ({feedback_group.get(setting)!r})"
+                )
+    return None
 
 
 @dataclass(frozen=True)
 class KolenPollackOptions:
-    weight_decay: float = 1e-4  # lambda, applied to every W_l and B_l alike
-    init: str = "pytorch"
+    weight_decay: float = (
+        1e-4  # lambda, decay of every W_l and B_l; B - W^T shrinks by 1 - lr*lambda
+    )
+    init: Init = "pytorch"  # scheme the feedback B is drawn with at the start
 
     def __post_init__(self) -> None:
         check_bounds(self, non_negative=("weight_decay",))
@@ -47,11 +81,11 @@ class KolenPollack(LearnedFeedbackRule):
     citation = "Kolen & Pollack 1994, ICNN; Akrout et al. 2019, NeurIPS"
     Options = KolenPollackOptions
 
+    def forward_weight_decay(self) -> float:
+        return self.options.weight_decay
+
     def learn_feedback(self, trace: ForwardTrace, errors: Sequence[Tensor]) -> dict[str, float]:
         decay = self.options.weight_decay
-        if decay:
-            for layer in self.network.layers:
-                layer.weight.grad.add_(layer.weight, alpha=decay)
         for layer, feedback in zip(self.network.layers[1:], self.feedback, strict=True):
             # grad B = (delta h^T + lambda W) + lambda (B - W) = delta h^T + lambda B
             update = layer.weight.grad.clone()
@@ -59,6 +93,25 @@ class KolenPollack(LearnedFeedbackRule):
                 update.add_(feedback - layer.weight, alpha=decay)
             assign_gradient(feedback, update)
         return {}
+
+    def param_groups(self, feedback_lr: float | None = None) -> list[dict[str, Any]]:
+        """One group holding W and B alike: B must take W's step, so no feedback_lr."""
+        if feedback_lr is not None:
+            raise ConfigError(
+                "rule 'kp' takes no feedback learning rate: B - W^T decays only when B takes "
+                "the same step as W (drop feedback_lr)"
+            )
+        return [{"params": list(self.parameters())}]
+
+    def check_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        weights = [layer.weight for layer in self.network.layers[1:]]
+        pairs = list(zip(weights, self.feedback, strict=True))
+        reason = step_settings_mismatch(optimizer, pairs)
+        if reason is not None:
+            raise ConfigError(
+                f"rule 'kp' needs plain SGD with the same settings for W and B, so that "
+                f"B - W^T decays: {reason}"
+            )
 
     @torch.no_grad()
     def feedback_mismatch(self) -> list[float]:

@@ -2,18 +2,33 @@
 
     delta_l = f'(a_l) * (B_{l+1} delta_{l+1}),   B_{l+1} = (sign(W_{l+1}) o M_{l+1})^T
 
-Three magnitudes M (o is the elementwise product):
-- ``usf`` uniform sign-concordant feedback: M = sqrt(2 / (fan_in + fan_out)), one number per layer
-  (Liao, Leibo & Poggio 2016, AAAI; the scale of Xiao et al. 2018 keeps the errors' size bounded);
-- ``brsf`` batchwise-random magnitude: M redrawn at every batch, uniform on (0, b] with
-  b = sqrt(6 / (fan_in + fan_out)) the Xavier bound, in 256 levels (cheap to draw; see
-  ``ngrad.rules.noise``) (Liao, Leibo & Poggio 2016; Moskovitz, Litwin-Kumar & Abbott 2018,
-  arXiv:1812.06488);
-- ``frsf`` fixed-random magnitude: M = |R|, R drawn once (Liao et al. 2016; Xiao, Chen, Liao &
-  Poggio 2018, arXiv:1811.03567).
+Three magnitudes M (o is the elementwise product), each on the scale s_l of the forward layer's own
+initialisation:
+- ``usf`` uniform sign-concordant feedback: M = s_l, one number per layer (Liao, Leibo & Poggio
+  2016; the scaling by the initialisation's standard deviation is Xiao, Chen, Liao & Poggio 2018's);
+- ``brsf`` batchwise-random magnitude: M redrawn at every batch, uniform on (0, sqrt(3) s_l]
+  (Liao et al. 2016; Moskovitz, Litwin-Kumar & Abbott 2018);
+- ``frsf`` fixed-random magnitude: M = |R|, R uniform on (-sqrt(3) s_l, sqrt(3) s_l), drawn once
+  (Liao et al. 2016; Xiao et al. 2018).
 
-Property: sign(B) = sign(W^T) at every step, whatever W becomes. Locality: the feedback synapse
-needs the sign of its forward partner, not its value.
+Liao, Leibo & Poggio (2016). How important is weight symmetry in backpropagation? AAAI.
+Moskovitz, Litwin-Kumar & Abbott (2018). Feedback alignment in deep convolutional networks.
+arXiv:1812.06488.
+Xiao, Chen, Liao & Poggio (2018). Biologically-plausible learning algorithms can scale to large
+datasets. arXiv:1811.03567 (ICLR 2019).
+Sanfiz & Akrout (2021). Benchmarking the accuracy and robustness of feedback alignment algorithms.
+arXiv:2108.13446 (BioTorch).
+
+The scale s_l is the root mean square of W_l when the rule is built, i.e. the standard deviation of
+whatever initialisation the layer received. BioTorch does the same from the scheme's formula (its
+``fa_constructor`` layers: ``scaling_factor`` is the standard deviation of the layer's Xavier or
+PyTorch-default initialisation, and brSF/frSF draw |R| with that same initialiser); measuring it
+gives that number for any scheme and any layer without asking how the layer was built. Uniform on
+(-sqrt(3) s, sqrt(3) s) is exactly the law of the uniform schemes (pytorch, xavier) and has the
+Gaussian schemes' standard deviation. Property: sign(B) = sign(W^T) at every step, whatever W
+becomes; the output layer, which needs no feedback, learns by the delta rule exactly as backprop.
+Locality: the feedback synapse needs the sign of its forward partner, not its value. Notation and
+settings: docs/feedback_alignment.md.
 """
 
 from __future__ import annotations
@@ -25,35 +40,31 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from ngrad.nn.init import fans, random_like
 from ngrad.nn.network import ForwardTrace, Network
+from ngrad.numeric import root_mean_square
+from ngrad.rules.feedback import FeedbackBuffers
 from ngrad.rules.layerwise import FeedbackPathwayRule
 from ngrad.rules.noise import uniform_levels
 
 __all__ = ["BatchRandomSignSymmetry", "FixedRandomSignSymmetry", "UniformSignSymmetry"]
 
-
-def uniform_magnitude(weight: Tensor) -> float:
-    fan_in, fan_out = fans(weight)
-    return math.sqrt(2.0 / (fan_in + fan_out))
-
-
-def random_magnitude(weight: Tensor) -> Tensor:
-    """|R| with R Xavier-uniform: uniform on (0, sqrt(6 / (fan_in + fan_out)))."""
-    return random_like(weight, "xavier").abs_()
-
-
-def fresh_random_magnitude(weight: Tensor) -> Tensor:
-    """Uniform on (0, Xavier bound] in 256 levels, drawn at a quarter of the generator's cost."""
-    fan_in, fan_out = fans(weight)
-    bound = math.sqrt(6.0 / (fan_in + fan_out))
-    return uniform_levels(weight.shape, bound, weight.dtype, weight.device)
+SQRT3 = math.sqrt(3.0)  # a uniform law on (-sqrt(3) s, sqrt(3) s) has standard deviation s
 
 
 class SignSymmetry(FeedbackPathwayRule):
-    """Feedback sign(W) o magnitude(W); subclasses choose the magnitude."""
+    """Feedback sign(W) o magnitude; subclasses choose the magnitude from ``weight_scales``."""
 
     summary: ClassVar[str]
+
+    def __init__(self, network: Network, loss="cross_entropy", **options) -> None:
+        super().__init__(network, loss, **options)
+        weights = [layer.weight for layer in network.layers[1:]]
+        reference = network.layers[-1].weight
+        scales = [root_mean_square(weight) for weight in weights]
+        # s_l of W_2..W_L, fixed at construction (a buffer: checkpoints restore it)
+        self.register_buffer(
+            "weight_scales", torch.tensor(scales, dtype=reference.dtype, device=reference.device)
+        )
 
     def learn_feedback(self, trace: ForwardTrace, errors: Sequence[Tensor]) -> dict[str, float]:
         return {}
@@ -61,13 +72,13 @@ class SignSymmetry(FeedbackPathwayRule):
 
 class UniformSignSymmetry(SignSymmetry):
     name = "usf"
-    summary = "sign symmetry, uniform magnitude: B = sign(W)^T * sqrt(2/(fan_in+fan_out))"
+    summary = "sign symmetry, uniform magnitude: B = sign(W)^T * s, s the layer's init scale"
     citation = "Liao, Leibo & Poggio 2016, AAAI; Xiao et al. 2018, arXiv:1811.03567"
 
     def feedback_matrices(self) -> list[Tensor | None]:
         return [None] + [
-            torch.sign(layer.weight) * uniform_magnitude(layer.weight)
-            for layer in self.network.layers[1:]
+            torch.sign(layer.weight).mul_(scale)
+            for layer, scale in zip(self.network.layers[1:], self.weight_scales, strict=True)
         ]
 
 
@@ -77,9 +88,12 @@ class BatchRandomSignSymmetry(SignSymmetry):
     citation = "Liao, Leibo & Poggio 2016, AAAI; Moskovitz et al. 2018, arXiv:1812.06488"
 
     def feedback_matrices(self) -> list[Tensor | None]:
+        weights = (layer.weight for layer in self.network.layers[1:])
         return [None] + [
-            fresh_random_magnitude(layer.weight).mul_(torch.sign(layer.weight))
-            for layer in self.network.layers[1:]
+            uniform_levels(weight.shape, SQRT3 * scale, weight.dtype, weight.device).mul_(
+                torch.sign(weight)
+            )
+            for weight, scale in zip(weights, self.weight_scales, strict=True)
         ]
 
 
@@ -90,13 +104,15 @@ class FixedRandomSignSymmetry(SignSymmetry):
 
     def __init__(self, network: Network, loss="cross_entropy", **options) -> None:
         super().__init__(network, loss, **options)
-        for index, layer in enumerate(network.layers):
-            if index > 0:
-                self.register_buffer(f"magnitude_{index}", random_magnitude(layer.weight.detach()))
+        self.magnitudes = FeedbackBuffers(
+            torch.empty_like(layer.weight.detach()).uniform_(-bound, bound).abs_()
+            for layer, bound in zip(
+                network.layers[1:], (SQRT3 * s for s in self.weight_scales.tolist()), strict=True
+            )
+        )
 
     def feedback_matrices(self) -> list[Tensor | None]:
         return [None] + [
-            torch.sign(layer.weight) * getattr(self, f"magnitude_{index}")
-            for index, layer in enumerate(self.network.layers)
-            if index > 0
+            torch.sign(layer.weight).mul_(magnitude)
+            for layer, magnitude in zip(self.network.layers[1:], self.magnitudes, strict=True)
         ]

@@ -13,41 +13,38 @@ NeurIPS 32.
 
 ngrad stores B_l^T (W_l's shape) as a trained parameter and writes
 grad B_l^T = rate (lambda B_l^T - (W_l xi) xi^T / (n sigma^2)), averaged over n noise samples; the
-optimiser takes the step, so eta_B = rate x the feedback learning rate. One mirror phase's estimate
-is noisy when n is below the layer width; a small eta_B averages it over many batches. The noise
-has the shape of the layer's real input, so convolutional layers mirror the same way. Locality:
-each feedback synapse sees only its own pre- and post-synaptic activity during the mirror phase.
-
-The mirror is linear, so the estimate does not depend on sigma (it cancels): ngrad draws
-unit-variance noise, Rademacher (+-1) by default, which is cheaper to draw than Gaussian and makes
-the diagonal of xi xi^T exact (``noise="gaussian"`` for N(0, I)).
+optimiser takes the step, so eta_B = rate x the feedback learning rate. The noise has the shape of
+the layer's real input, so convolutional layers mirror the same way. The mirror is linear, so
+sigma cancels: the noise has unit variance, Rademacher (+-1) by default (the diagonal of xi xi^T
+is then exact) or Gaussian. Locality: each feedback synapse sees only its own pre- and
+post-synaptic activity during the mirror phase. Notation and settings: docs/feedback_alignment.md.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import Tensor
 
+from ngrad.nn.init import Init
 from ngrad.nn.network import ForwardTrace
 from ngrad.options import check_bounds
 from ngrad.rules.base import assign_gradient
 from ngrad.rules.layerwise import LearnedFeedbackRule
-from ngrad.rules.noise import rademacher
+from ngrad.rules.noise import NoiseDistribution, rademacher
 
 __all__ = ["WeightMirror"]
 
 
 @dataclass(frozen=True)
 class WeightMirrorOptions:
-    noise: Literal["rademacher", "gaussian"] = "rademacher"
-    decay: float = 1.0  # lambda; B converges to W^T / lambda
-    mirror_samples: int = 0  # noise samples per mirror phase; 0: the training batch size
-    rate: float = 0.02  # eta_B relative to the optimiser's learning rate (scales grad B)
-    init: str = "pytorch"
+    noise_distribution: NoiseDistribution = "rademacher"  # law of the mirror noise xi (variance 1)
+    decay: float = 1.0  # lambda, decay of B in the mirror phase; B converges to W^T / lambda
+    mirror_samples: int = 0  # n, noise samples per mirror phase; 0: the training batch size
+    rate: float = 0.02  # eta_B relative to the optimiser's feedback learning rate (scales grad B)
+    init: Init = "pytorch"  # scheme the feedback B is drawn with at the start
 
     def __post_init__(self) -> None:
         check_bounds(self, positive=("rate",), non_negative=("decay", "mirror_samples"))
@@ -75,7 +72,7 @@ class WeightMirror(LearnedFeedbackRule):
         """rate (lambda B^T - (W xi) xi^T / n) for one mirror phase of layer ``index``."""
         layer = self.network.layers[index]
         shape = (samples, *input_shape)
-        if self.options.noise == "gaussian":
+        if self.options.noise_distribution == "gaussian":
             noise = torch.randn(shape, dtype=feedback.dtype, device=feedback.device)
         else:
             noise = rademacher(shape, feedback.dtype, feedback.device)
