@@ -1,7 +1,5 @@
 """The rule contract: registry, options, .grad, optimisers, state dicts."""
 
-import copy
-
 import pytest
 import torch
 
@@ -18,8 +16,8 @@ def _data(n=16):
     return x, (x @ teacher).argmax(dim=1)
 
 
-def test_registry_lists_backprop_first_then_the_feedback_alignment_family():
-    assert ngrad.available_rules()[:8] == ["bp", "fa", "dfa", "usf", "brsf", "frsf", "kp", "wm"]
+def test_registry_lists_backprop_first_and_describes_every_rule():
+    assert ngrad.available_rules()[0] == "bp"
     for name, cls in REGISTRY.items():
         assert cls.name == name
         assert cls.summary
@@ -83,53 +81,47 @@ def test_gradient_is_overwritten_not_accumulated(name):
         torch.testing.assert_close(parameter.grad, expected)
 
 
-def test_feedback_weights_are_trained_only_where_the_rule_learns_them():
-    net = ngrad.mlp([6, 5, 4, 3])
-    forward = len(list(net.parameters()))
-    for name, learned in {
-        "fa": 0,
-        "dfa": 0,
-        "usf": 0,
-        "brsf": 0,
-        "frsf": 0,
-        "kp": 2,
-        "wm": 2,
-    }.items():
-        rule = ngrad.make_rule(name, copy.deepcopy(net))
-        assert len(list(rule.parameters())) == forward + learned, name
-        assert len(rule.feedback_parameters()) == learned
-    groups = ngrad.make_rule("wm", net).param_groups(feedback_lr=0.3)
+def _square_data(n=32):
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 4, generator=generator)
+    return x, (x @ torch.randn(4, 4, generator=generator)).argmax(dim=1)
+
+
+@pytest.mark.parametrize("name", ngrad.available_rules())
+def test_trained_parameters_are_the_network_and_the_learned_feedback(name):
+    net = ngrad.mlp([4, 4, 4, 4])  # square layers: every registered rule can train it
+    rule = ngrad.make_rule(name, net)
+    forward = {id(p) for p in net.parameters()}
+    trained = list(rule.parameters())
+    feedback = rule.feedback_parameters()
+    assert forward <= {id(p) for p in trained}
+    assert {id(p) for p in trained} - forward == {id(p) for p in feedback}
+    assert not forward & {id(p) for p in feedback}
+    if feedback:
+        groups = rule.param_groups(feedback_lr=None)
+        assert sum(len(group["params"]) for group in groups) == len(trained)
+
+
+def test_learned_feedback_gets_its_own_learning_rate():
+    groups = ngrad.make_rule("wm", ngrad.mlp([6, 5, 4, 3])).param_groups(feedback_lr=0.3)
     assert len(groups) == 2
     assert groups[1]["lr"] == 0.3
     assert "lr" not in groups[0]
 
 
-@pytest.mark.parametrize("name", ["fa", "dfa", "frsf", "kp", "wm"])
-def test_state_dict_round_trip_restores_the_feedback_pathway(name):
+@pytest.mark.parametrize("name", ngrad.available_rules())
+def test_state_dict_round_trip_restores_the_whole_rule(name):
     torch.manual_seed(0)
-    rule = ngrad.make_rule(name, ngrad.mlp([6, 5, 4, 3]))
+    rule = ngrad.make_rule(name, ngrad.mlp([4, 4, 4, 4]))
     torch.manual_seed(99)
-    other = ngrad.make_rule(name, ngrad.mlp([6, 5, 4, 3]))
+    other = ngrad.make_rule(name, ngrad.mlp([4, 4, 4, 4]))
     other.load_state_dict(rule.state_dict())
-    x, y = _data()
-    rule.backward(x, y)
-    other.backward(x, y)
-    for a, b in zip(rule.network.parameters(), other.network.parameters(), strict=True):
+    x, y = _square_data()
+    for twin in (rule, other):
+        torch.manual_seed(5)  # the same per-batch draws (noise, random magnitudes)
+        twin.backward(x, y)
+    for a, b in zip(rule.parameters(), other.parameters(), strict=True):
         torch.testing.assert_close(a.grad, b.grad)
-
-
-def test_conv_network_trains_with_fa_family():
-    torch.manual_seed(0)
-    for name in ["fa", "dfa", "usf", "kp", "wm"]:
-        net = ngrad.convnet((1, 8, 8), (4,), num_classes=3, hidden=(8,))
-        rule = ngrad.make_rule(name, net)
-        x = torch.randn(8, 1, 8, 8)
-        y = torch.randint(0, 3, (8,))
-        record = rule.backward(x, y)
-        assert [layer.weight.grad.shape for layer in net.layers] == [
-            layer.weight.shape for layer in net.layers
-        ]
-        assert len(record.layer_errors) == 3
 
 
 @pytest.mark.parametrize(

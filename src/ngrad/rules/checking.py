@@ -153,7 +153,13 @@ def run_checks(rule_name: str) -> list[CheckResult]:
     results = []
     # walk the class hierarchy, so a subclass of a rule (a variant, a mutant) inherits its checks
     checks = [entry for klass in cls.__mro__ for entry in CHECKS.get(klass, [])]
-    for check, options in checks:
-        torch.manual_seed(0)
-        results.extend(check(rule_name, **options))
+    # the check networks are tiny: one thread is several times faster than contending for more
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for check, options in checks:
+            torch.manual_seed(0)
+            results.extend(check(rule_name, **options))
+    finally:
+        torch.set_num_threads(threads)
     return results
