@@ -45,39 +45,69 @@ from ngrad.train.config import make_config
 from ngrad.train.loop import run_training
 
 COMPARTMENTAL = [name for name, cls in REGISTRY.items() if hasattr(cls, "compartment_trace")]
-# settings and published numbers of the papers (a rule not named here: defaults, sigmoid units)
-RULE_OPTIONS = {"microcircuit": {"depth_compensation": "none"}}  # others diverge on this network
-ACTIVATION = {"microcircuit": "tanh"}
-PUBLISHED = {"microcircuit": "~1.96", "segregated": "~3 (2 hidden), ~4 (1)"}
-PUBLISHED_BP = {"microcircuit": "~1.5"}
+# every run: standardised inputs (published MNIST mean and std), Xavier initialisation, batch 32
+COMMON = {"normalize": "standard", "init": "xavier", "batch_size": 32}
+# the papers' networks and rates; a rule not named here: microcircuit's settings
+SETTINGS = {
+    "microcircuit": {
+        "hidden": (500, 500),
+        "activation": "tanh",
+        "lr": 0.05,
+        "momentum": 0.9,
+        "rule_options": {"depth_compensation": "none"},
+    },
+    # the authors' code: 3 x 500 sigmoid, squared error, output lr 0.01 on the raw burst-rate
+    # deviation (= lr 0.01 p_b = 0.002 on ngrad's BP-sized output update), hidden lr 0.1
+    # (hidden_rate 10), momentum 0.8
+    "burstprop": {
+        "hidden": (500, 500, 500),
+        "activation": "sigmoid",
+        "loss": "mse",
+        "lr": 0.002,
+        "momentum": 0.8,
+    },
+    "segregated": {
+        "hidden": (500,),
+        "activation": "sigmoid",
+        "lr": 0.05,
+        "momentum": 0.9,
+    },
+}
+PUBLISHED = {
+    "microcircuit": "1.96 (T)",
+    "segregated": "3.28 (1 hidden, T)",
+    "burstprop": "1.1 (T, 3x500)",
+}
 
 
-def train(rule: str, activation: str, args: argparse.Namespace) -> dict:
+def settings(rule: str) -> dict:
+    return {**COMMON, **SETTINGS.get(rule, SETTINGS["microcircuit"])}
+
+
+def train(rule: str, setting: dict, args: argparse.Namespace, reference: str | None = None) -> dict:
+    name = reference or rule
+    values = {**setting, "rule_options": setting.get("rule_options", {}) if not reference else {}}
     config = make_config(
         {
-            "rule": rule,
+            "rule": name,
             "data": "mnist",
             "data_dir": args.data_dir,
             "epochs": args.epochs,
-            "batch_size": 32,
-            "lr": 0.05,
-            "momentum": 0.9,
-            "hidden": (500, 500),
-            "activation": activation,
             "seed": args.seed,
             "train_subset": args.train_subset,
             "diagnostics_samples": 500,
-            "rule_options": RULE_OPTIONS.get(rule, {}),
+            **values,
         }
     )
     started = time.perf_counter()
-    result = run_training(config, Path(args.out) / f"{rule}-{activation}", progress=False)
+    result = run_training(config, Path(args.out) / f"{name}-for-{rule}", progress=False)
     summary, last = result.summary, result.history[-1]
+    curve = [round(100 * (1 - h["val_accuracy"]), 2) for h in result.history if "val_accuracy" in h]
     print(
-        f"  {rule:<12} {activation:<8} test error {100 * (1 - summary['test_accuracy']):.2f} % "
+        f"  {name:<12} (setting of {rule}) test error {100 * (1 - summary['test_accuracy']):.2f} % "
         f"(epoch {summary['best_epoch']}), epoch {summary['epoch_time_s']:.1f} s, "
         f"angles {[round(a, 1) if a is not None else None for a in last['angle_to_bp_deg']]}, "
-        f"wall {time.perf_counter() - started:.0f} s",
+        f"validation error by epoch {curve}, wall {time.perf_counter() - started:.0f} s",
         flush=True,
     )
     return {
@@ -89,30 +119,26 @@ def train(rule: str, activation: str, args: argparse.Namespace) -> dict:
 
 
 def accuracy(args: argparse.Namespace, rules: list[str]) -> None:
-    print(f"MNIST 784-500-500-10, SGD momentum 0.9, lr 0.05, batch 32, {args.epochs} epoch(s)")
-    baselines: dict[str, dict] = {}
-    references: dict[str, dict] = {}
+    print(f"MNIST, standardised inputs, Xavier init, batch 32, {args.epochs} epoch(s)")
     rows = []
     for rule in rules:
-        activation = ACTIVATION.get(rule, "sigmoid")
-        if activation not in baselines:
-            baselines[activation] = train("bp", activation, args)
-            if args.reference:
-                references[activation] = train(args.reference, activation, args)
-        rows.append((rule, activation, train(rule, activation, args)))
+        setting = settings(rule)
+        row = train(rule, setting, args)
+        bp = train(rule, setting, args, reference="bp")
+        fa = train(rule, setting, args, reference=args.reference) if args.reference else None
+        rows.append((rule, setting, row, bp, fa))
     print(
-        f"\n{'rule':<12} {'units':<8} {'epochs':>6} {'error %':>8} {'BP error %':>11} "
-        f"{'published %':>22} {'BP publ. %':>11} {'epoch time / BP':>16}"
+        f"\n{'rule':<12} {'network':<16} {'epochs':>6} {'error %':>8} {'BP error %':>11} "
+        f"{'published %':>20} {'epoch time / BP':>16}"
         + (f" {args.reference + ' error %':>11}" if args.reference else "")
     )
-    for rule, activation, row in rows:
-        bp = baselines[activation]
-        published, published_bp = PUBLISHED.get(rule, "-"), PUBLISHED_BP.get(rule, "-")
+    for rule, setting, row, bp, fa in rows:
+        network = "784-" + "-".join(str(h) for h in setting["hidden"]) + "-10"
         print(
-            f"{rule:<12} {activation:<8} {args.epochs:>6} {fmt(row['error']):>8} "
-            f"{fmt(bp['error']):>11} {published:>22} {published_bp:>11} "
+            f"{rule:<12} {network:<16} {args.epochs:>6} {fmt(row['error']):>8} "
+            f"{fmt(bp['error']):>11} {PUBLISHED.get(rule, '-'):>20} "
             f"{row['epoch_time'] / bp['epoch_time']:>15.2f}x"
-            + (f" {fmt(references[activation]['error']):>11}" if args.reference else "")
+            + (f" {fmt(fa['error']):>11}" if fa else "")
         )
         print(f"{'':<12} final angle to BP per layer {row['angles']}")
         for key, values in row["diagnostics"].items():
@@ -128,7 +154,8 @@ def speed(args: argparse.Namespace, rules: list[str]) -> None:
     trainers = {}
     for name in ["bp", *rules]:
         torch.manual_seed(0)
-        rule = ngrad.make_rule(name, ngrad.mlp([784, 500, 500, 10], activation="tanh"))
+        network = ngrad.mlp([784, 500, 500, 10], activation="sigmoid", init="xavier")
+        rule = ngrad.make_rule(name, network)
         optimiser = torch.optim.SGD(rule.parameters(), lr=0.01, momentum=0.9)
         trainers[name] = (rule, optimiser)
         epoch_time(rule, optimiser, batches[:3])  # warm-up
@@ -137,7 +164,7 @@ def speed(args: argparse.Namespace, rules: list[str]) -> None:
         for name, (rule, optimiser) in trainers.items():
             times[name].append(epoch_time(rule, optimiser, batches))
     print(
-        f"\nspeed: 784-500-500-10 tanh, batch 32, {args.speed_batches} steps x "
+        f"\nspeed: 784-500-500-10 sigmoid, batch 32, {args.speed_batches} steps x "
         f"{args.speed_repeats} repeats, torch {torch.__version__}, "
         f"{torch.get_num_threads()} thread(s)"
     )

@@ -14,6 +14,7 @@ from ngrad.rules.checking import (
     max_relative_error,
     random_batch,
     set_feedback_to_forward,
+    train_on_teacher,
 )
 from ngrad.rules.compartmental.checks import (
     closed_form_segregated_updates,
@@ -113,7 +114,9 @@ def test_burstprop_update_in_closed_form(activation):
     pass by hand; update_1 = -Delta b_1 x^T / (p_bar N sigma'(0) / span), output = BP."""
     network = dense_network(sizes=(12, 24, 4), activation=activation)
     x, y = random_batch((12,), 4)
-    rule = ngrad.make_rule("burstprop", network, baseline_burst_probability=0.3)
+    rule = ngrad.make_rule(
+        "burstprop", network, baseline_burst_probability=0.3, recurrent=False, scaling="backprop"
+    )
     rule.backward(x, y)
     kappa, span = (2.0, 2.0) if activation == "tanh" else (1.0, 1.0)
     with torch.no_grad():
@@ -140,7 +143,9 @@ def test_burstprop_small_burst_baseline_with_symmetric_feedback_is_backprop(acti
     small: there the sigmoid's curvature bends the update by a fraction of a degree.)"""
     network = dense_network(sizes=(12, 24, 4), activation=activation)
     x, y = random_batch((12,), 4)
-    rule = ngrad.make_rule("burstprop", network, baseline_burst_probability=1e-4)
+    rule = ngrad.make_rule(
+        "burstprop", network, baseline_burst_probability=1e-4, recurrent=False, scaling="backprop"
+    )
     set_feedback_to_forward(rule)
     rule.backward(x, y)
     reference = bp_gradients(network, x, y).weight_gradients
@@ -157,10 +162,77 @@ def test_burst_deviation_sign_follows_the_negative_gradient_exactly_for_one_hidd
     assert torch.equal(torch.sign(deviation), torch.sign(-gradient))
 
 
+def test_burstprop_paper_scaling_and_learned_feedback_and_inhibition():
+    """scaling=paper: hidden update = hidden_rate x backprop-scaled one x prod sigma'(0); Y
+    takes W_{l+1}'s update; Z's step drives the untaught apical potential toward rest."""
+    network = dense_network(sizes=(12, 24, 4), activation="sigmoid")
+    x, y = random_batch((12,), 4)
+    options = {"learn_feedback": True, "hidden_rate": 7.0}
+    rule = ngrad.make_rule("burstprop", network, **options)
+    backprop_sized = ngrad.make_rule("burstprop", network, **options, scaling="backprop")
+    backprop_sized.load_state_dict(rule.state_dict())
+    rule.backward(x, y)
+    paper = _updates(rule)
+    backprop_sized.backward(x, y)
+    expected = _updates(backprop_sized)
+    assert (
+        max_relative_error(paper, [expected[0] * 7.0 * SIGMOID_SLOPE_AT_ZERO, expected[1]]) < 1e-12
+    )
+    (feedback,) = rule.feedback_matrices()
+    assert feedback in set(rule.feedback_parameters())
+    torch.testing.assert_close(feedback.grad, network.layers[1].weight.grad)
+    (inhibition,) = rule.recurrent
+    untaught, _ = rule.burst_states(x, y)
+    with torch.no_grad():
+        trace = network.trace(x)
+        rate = torch.sigmoid(trace.pre_activations[0])
+        drive = (1 - rate) * (0.2 * trace.output @ feedback)
+        before = torch.sigmoid(drive) * rate
+        power = 1 + before.pow(2).sum(dim=1).mean()
+    torch.testing.assert_close(untaught.apical[0], drive - before @ inhibition.t())
+    expected_step = -(untaught.apical[0].t() @ before) / (x.shape[0] * power)
+    torch.testing.assert_close(inhibition.grad, expected_step, rtol=1e-10, atol=1e-14)
+
+
+class _LinearBurst(REGISTRY["burstprop"]):
+    """The burst sigmoid replaced by its linearisation at rest: p = 1/2 + v/4."""
+
+    def burst_probability(self, potential):
+        return 0.5 + potential / 4
+
+
+def test_burstprop_mechanism_check_fails_when_the_burst_sigmoid_is_linearised(monkeypatch):
+    from ngrad.rules.compartmental import checks
+
+    results = checks.check_burst_mechanism_at_work("burstprop")
+    assert all(result.passed for result in results)
+    monkeypatch.setitem(REGISTRY, "burstprop", _LinearBurst)
+    linear = checks.check_burst_mechanism_at_work("burstprop")
+    assert linear[0].measured < 0.1 and not linear[0].passed  # feedback alignment again
+
+
+def test_burstprop_without_burst_feedback_learns_the_readout_only():
+    """Ablation: Y := 0 silences the burst channel; the hidden layer stays put and the loss ends
+    higher than with the channel intact."""
+    losses = {}
+    for silenced in (False, True):
+        network = dense_network(sizes=(12, 24, 4), activation="sigmoid")
+        first = network.layers[0].weight.detach().clone()
+        rule = ngrad.make_rule("burstprop", network)
+        if silenced:
+            for matrix in rule.feedback_matrices():
+                matrix.zero_()
+        x, y = train_on_teacher(rule, steps=300, lr=0.1)
+        losses[silenced] = float(rule.backward(x, y).loss)
+        moved = float((network.layers[0].weight.detach() - first).abs().max())
+        assert (moved == 0.0) == silenced
+    assert losses[True] > 1.2 * losses[False]
+
+
 # -- segregated dendrites --------------------------------------------------------------------------
 def test_segregated_hidden_update_is_the_gradient_of_the_local_plateau_loss():
     """Autograd oracle: L = |f(a) + alpha^t - alpha^f - f(W x + b)|^2 / 2, target fixed;
-    update = dL/dW / (lambda N sigma'(0)); the phase averages match the steady state."""
+    update = dL/dW / (lambda N sigma'(0)^2); the phase averages match the steady state."""
     network = dense_network(sizes=(12, 24, 4))
     x, y = random_batch((12,), 4)
     rule = ngrad.make_rule(
@@ -176,7 +248,7 @@ def test_segregated_hidden_update_is_the_gradient_of_the_local_plateau_loss():
         (gradient,) = torch.autograd.grad(local_loss, hidden.weight)
     o = rule.options
     nudge = o.g_soma / (o.g_leak + o.g_dendrite + o.g_soma)
-    expected = gradient / (nudge * x.shape[0] * SIGMOID_SLOPE_AT_ZERO)
+    expected = gradient / (nudge * x.shape[0] * SIGMOID_SLOPE_AT_ZERO**2)  # plateau, output rate
     torch.testing.assert_close(hidden.weight.grad, expected, rtol=1e-9, atol=1e-14)
     expected_updates = closed_form_segregated_updates(rule, x, y)
     assert max_relative_error(_updates(rule), expected_updates) < 1e-9
@@ -193,8 +265,46 @@ def test_segregated_apical_is_segregated_from_the_soma():
         assert torch.equal(layer["soma"][0].expand_as(layer["soma"]), layer["soma"])
     output = trace.layers[-1]["soma"]
     for layer, block in zip(trace.layers[:-1], rule.feedback_matrices(), strict=True):
-        torch.testing.assert_close(layer["apical"], output @ block, rtol=1e-12, atol=1e-14)
+        expected = torch.sigmoid(output) @ block
+        torch.testing.assert_close(layer["apical"], expected, rtol=1e-12, atol=1e-14)
     assert not torch.allclose(output[-1], output[0])  # the teacher moved the output
+
+
+class _LinearPlateau(REGISTRY["segregated"]):
+    """Plateau and output rate replaced by their linearisations at rest: 1/2 + v/4."""
+
+    def plateau(self, apical):
+        return 0.5 + apical / 4
+
+    def output_rate(self, potential):
+        return 0.5 + potential / 4
+
+
+def test_segregated_mechanism_check_fails_when_the_plateau_is_linearised(monkeypatch):
+    from ngrad.rules.compartmental import checks
+
+    assert all(result.passed for result in checks.check_plateau_mechanism_at_work("segregated"))
+    monkeypatch.setitem(REGISTRY, "segregated", _LinearPlateau)
+    linear = checks.check_plateau_mechanism_at_work("segregated")
+    assert linear[0].measured < 0.1 and not linear[0].passed  # direct feedback alignment again
+
+
+def test_segregated_without_apical_feedback_learns_the_readout_only():
+    """Ablation: Y := 0 silences the apical channel; the plateaus never differ, the hidden layer
+    stays put, and the loss ends higher than with the channel intact."""
+    losses = {}
+    for silenced in (False, True):
+        network = dense_network(sizes=(12, 24, 4), activation="sigmoid")
+        first = network.layers[0].weight.detach().clone()
+        rule = ngrad.make_rule("segregated", network)
+        if silenced:
+            for matrix in rule.feedback_matrices():
+                matrix.zero_()
+        x, y = train_on_teacher(rule, steps=300, lr=0.1)
+        losses[silenced] = float(rule.backward(x, y).loss)
+        moved = float((network.layers[0].weight.detach() - first).abs().max())
+        assert (moved == 0.0) == silenced
+    assert losses[True] > 1.2 * losses[False]
 
 
 # -- shared ---------------------------------------------------------------------------------------

@@ -199,12 +199,18 @@ class DendriticMicrocircuit(LearningRule):
         }
 
     # -- dynamics ----------------------------------------------------------------------------
-    def _read(self, inputs: Tensor, state: _CircuitState) -> _Readout:
+    def _read(self, inputs: Tensor, state: _CircuitState, drive: Tensor | None = None) -> _Readout:
+        """Every compartment's potential in ``state``; ``drive`` is the first layer's basal
+        input W_1 x + b_1 when already known (it does not change within a batch)."""
         layers = list(self.network.layers)
         rates = [inputs.flatten(1)] + [
             layer.activation(u) for layer, u in zip(layers, state.soma, strict=True)
         ]
-        basal = [F.linear(rates[i], layer.weight, layer.bias) for i, layer in enumerate(layers)]
+        if drive is None:
+            drive = F.linear(rates[0], layers[0].weight, layers[0].bias)
+        basal = [drive] + [
+            F.linear(rates[i], layer.weight, layer.bias) for i, layer in enumerate(layers) if i
+        ]
         interneuron_rates = [layers[i + 1].activation(u) for i, u in enumerate(state.interneuron)]
         top_down = self.feedback_matrices()
         apical = self.interneurons.apical(rates[2:], interneuron_rates, top_down)
@@ -221,8 +227,10 @@ class DendriticMicrocircuit(LearningRule):
     ) -> tuple[_CircuitState, _Readout]:
         """``steps`` exponential-Euler steps from ``state``; ``visited`` collects every state."""
         k = self._constants()
+        first = self.network.layers[0]
+        drive = F.linear(inputs.flatten(1), first.weight, first.bias)  # cached for every step
         for _ in range(steps):
-            read = self._read(inputs, state)
+            read = self._read(inputs, state, drive)
             soma = [
                 torch.lerp(u, torch.add(basal, apical, alpha=k["apical_share"]), k["hidden_rate"])
                 for u, basal, apical in zip(state.soma[:-1], read.basal, read.apical, strict=False)
@@ -242,7 +250,7 @@ class DendriticMicrocircuit(LearningRule):
             state = _CircuitState(soma, interneuron)
             if visited is not None:
                 visited.append(state)
-        return state, self._read(inputs, state)
+        return state, self._read(inputs, state, drive)
 
     def _bottom_up(self, inputs: Tensor) -> _CircuitState:
         """Where the forward phase starts: each soma at its basal prediction (the input swept
@@ -347,7 +355,12 @@ class DendriticMicrocircuit(LearningRule):
         errors = self._write_forward_updates(taught_state, taught, scales)
         output = state.soma[-1]
         series = self._series(forward, taught, state)
-        return StepRecord(self.loss(output, targets), output, tuple(errors), {}, series)
+        leftover = sum(float(a.pow(2).sum()) for a in forward.apical)
+        teaching = sum(
+            float((t - a).pow(2).sum()) for t, a in zip(taught.apical, forward.apical, strict=True)
+        )
+        scalars = {"apical_residue_ratio": (leftover / teaching) ** 0.5 if teaching else 0.0}
+        return StepRecord(self.loss(output, targets), output, tuple(errors), scalars, series)
 
     @torch.no_grad()
     def pretrain(self, inputs: Tensor) -> dict[str, list[float]]:

@@ -28,21 +28,23 @@ conductances; plateaus are the sigmoid of the apical potential averaged over the
 exponential Euler steps; the teacher nudges the output potential toward u_trg = a_L - N dL/da_L
 (``compartments.py``). The forward phase starts from the somata settled on the input (with a
 segregated apical this is the forward phase's equilibrium), the target phase from where the
-forward phase ended. Every update is divided by lambda N sigma'(0), lambda = g_som / (g_L + g_D +
-g_som), which makes the output update BP's gradient and a hidden update DFA's (BP's for one hidden
-layer with Y = W_L) when the apical potential is near 0. What is kept, what is simplified and the
-defaults: ``docs/compartmental.md``.
+forward phase ended; only the output soma is simulated (the hidden somata never move). The
+apical reads positive output rates sigma(u_L) through positive-mean Y (the paper's statistics).
+Every update is divided by lambda N sigma'(0) (times sigma'(0) for sigmoid output rates), lambda =
+g_som / (g_L + g_D + g_som), which makes the output update BP's gradient and a hidden update
+DFA's (BP's for one hidden layer with Y = W_L) when the apical potential is near 0. What is kept,
+what is simplified and the defaults: ``docs/compartmental.md``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
 
 from ngrad.nn.activations import SIGMOID_SLOPE_AT_ZERO
-from ngrad.nn.init import Init
 from ngrad.nn.network import Network
 from ngrad.numeric import root_mean_square
 from ngrad.options import check_bounds
@@ -54,7 +56,7 @@ from ngrad.rules.compartmental.compartments import (
     teacher_potential,
     unsupported_network_reason,
 )
-from ngrad.rules.feedback import random_feedback
+from ngrad.rules.feedback import FeedbackBuffers
 
 __all__ = ["PhaseAverages", "SegregatedDendrites"]
 
@@ -69,13 +71,14 @@ class SegregatedOptions:
     forward_steps: int = 4  # steps of the forward phase (no teacher)
     target_steps: int = 8  # steps of the target phase (teacher nudges the output)
     plateau_window: int = 4  # steps averaged at the end of each phase
-    init: Init = "pytorch"  # how the feedback weights Y are drawn
-    scale: float = 1.0  # multiplies Y after drawing it
+    feedback_mean: float = 3.0  # mean apical potential at half-maximal output rates (paper: 3)
+    feedback_spread: float = 3.0  # its standard deviation across units (the paper: 3)
+    output_rates: Literal["sigmoid", "potential"] = "sigmoid"  # apical reads sigma(u_L) or u_L
 
     def __post_init__(self) -> None:
         check_bounds(
             self,
-            positive=("g_basal", "g_dendrite", "g_soma", "dt", "scale"),
+            positive=("g_basal", "g_dendrite", "g_soma", "dt", "feedback_spread"),
             non_negative=("g_leak",),
             at_least_one=("plateau_window",),
         )
@@ -105,9 +108,13 @@ class SegregatedDendrites(LearningRule):
 
     def __init__(self, network: Network, loss="cross_entropy", **options) -> None:
         super().__init__(network, loss, **options)
-        top = network.layers[-1].weight.detach()
-        shapes = (top.new_empty(top.shape[0], layer.out_features) for layer in network.layers[:-1])
-        self.feedback = random_feedback(shapes, self.options.init, self.options.scale)
+        o, top = self.options, network.layers[-1].weight.detach()
+        outputs = top.shape[0]  # Y_l ~ N(2 mean / n_L, (2 spread / sqrt(n_L))^2): at rates 1/2
+        mean, std = 2 * o.feedback_mean / outputs, 2 * o.feedback_spread / outputs**0.5
+        self.feedback = FeedbackBuffers(
+            top.new_empty(outputs, layer.out_features).normal_(mean, std)
+            for layer in network.layers[:-1]
+        )
 
     @classmethod
     def unsupported_reason(cls, network: Network) -> str | None:
@@ -127,56 +134,62 @@ class SegregatedDendrites(LearningRule):
             pairs.append(FeedbackPair(index, block, product))
         return pairs
 
+    def _apical_slope(self) -> float:
+        """sigma'(0) of the plateau, times that of the output rate when it is a sigmoid."""
+        rate = SIGMOID_SLOPE_AT_ZERO if self.options.output_rates == "sigmoid" else 1.0
+        return SIGMOID_SLOPE_AT_ZERO * rate
+
     def _nudge(self) -> float:
         o = self.options
         return o.g_soma / (o.g_leak + o.g_dendrite + o.g_soma)
 
+    def output_rate(self, potential: Tensor) -> Tensor:
+        """What the apical dendrites read from an output soma: sigma(u_L), a positive rate (the
+        paper's lambda_max sigma(C_L) with lambda_max folded into Y), or u_L itself."""
+        if self.options.output_rates == "sigmoid":
+            return torch.sigmoid(potential)
+        return potential
+
+    def plateau(self, apical: Tensor) -> Tensor:
+        """alpha = sigma(A): the plateau potential of an apical potential averaged over a window."""
+        return torch.sigmoid(apical)
+
     # -- dynamics ------------------------------------------------------------------------------
-    def _phase(
-        self, inputs: Tensor, soma: list[Tensor], steps: int, teacher: Tensor | None, visited
-    ) -> tuple[list[Tensor], PhaseAverages]:
-        o, layers = self.options, list(self.network.layers)
-        hidden_rate = relaxation_rate(o.dt, o.g_leak + o.g_basal)
-        output_total = o.g_leak + o.g_dendrite + (o.g_soma if teacher is not None else 0.0)
-        output_rate = relaxation_rate(o.dt, output_total)
-        window: list[tuple[list[Tensor], list[Tensor], list[Tensor]]] = []
-        for step in range(steps):
-            rates = [inputs] + [layer.activation(c) for layer, c in zip(layers, soma, strict=True)]
-            basal = [layer.pre_activation(rates[i]) for i, layer in enumerate(layers)]
-            top = basal[-1]
-            if teacher is not None:
-                top = top + self._nudge() * (teacher - top)
-            equilibria = [*basal[:-1], top]
-            soma = [
-                torch.lerp(c, target, hidden_rate if i < len(layers) - 1 else output_rate)
-                for i, (c, target) in enumerate(zip(soma, equilibria, strict=True))
-            ]
-            rates = [inputs] + [layer.activation(c) for layer, c in zip(layers, soma, strict=True)]
-            apical = [rates[-1] @ block for block in self.feedback_matrices()]
-            if visited is not None:
-                visited.append((basal, apical, soma))
-            if step >= steps - o.plateau_window:
-                window.append((soma, rates, apical))
-        return soma, self._average(window)
-
-    @staticmethod
-    def _average(window) -> PhaseAverages:
-        count = len(window)
-
-        def mean(position: int) -> list[Tensor]:
-            return [
-                sum(items) / count for items in zip(*(w[position] for w in window), strict=True)
-            ]
-
-        soma, rates, apical = mean(0), mean(1), mean(2)
-        return PhaseAverages(soma, rates, apical, [torch.sigmoid(a) for a in apical])
-
     def _phases(self, inputs: Tensor, targets: Tensor, visited=None):
+        """The two phases. The forward phase starts settled on the input (its equilibrium: the
+        apical does not drive the soma), so it stays there; in the target phase only the output
+        soma moves (the hidden somata never see the teacher), so only it is simulated."""
+        o = self.options
         inputs = inputs.flatten(1)
-        settled = list(self.network.trace(inputs).pre_activations)
-        soma, forward = self._phase(inputs, settled, self.options.forward_steps, None, visited)
-        teacher = teacher_potential(self.loss, forward.soma[-1], targets)
-        _, target = self._phase(inputs, soma, self.options.target_steps, teacher, visited)
+        trace = self.network.trace(inputs)
+        soma, rates = list(trace.pre_activations), list(trace.activities)
+        top = soma[-1]
+        feedback = self.feedback_matrices()
+        resting = self.output_rate(top)
+        apical = [resting @ block for block in feedback]
+        forward = PhaseAverages(soma, rates, apical, [self.plateau(a) for a in apical])
+        if visited is not None:
+            visited.extend([(soma, apical, soma)] * o.forward_steps)
+        teacher = teacher_potential(self.loss, top, targets)
+        equilibrium = torch.lerp(top, teacher, self._nudge())
+        rate = relaxation_rate(o.dt, o.g_leak + o.g_dendrite + o.g_soma)
+        output, total, total_rate = top, torch.zeros_like(top), torch.zeros_like(top)
+        for step in range(o.target_steps):
+            output = torch.lerp(output, equilibrium, rate)
+            if step >= o.target_steps - o.plateau_window:
+                total = total + output
+                total_rate = total_rate + self.output_rate(output)
+            if visited is not None:
+                now = [*soma[:-1], output]
+                visited.append((soma, [self.output_rate(output) @ y for y in feedback], now))
+        average = total / o.plateau_window
+        target_apical = [(total_rate / o.plateau_window) @ block for block in feedback]
+        target = PhaseAverages(
+            [*soma[:-1], average],
+            [*rates[:-1], self.network.layers[-1].activation(average)],
+            target_apical,
+            [self.plateau(a) for a in target_apical],
+        )
         return forward, target
 
     # -- plasticity ----------------------------------------------------------------------------
@@ -191,7 +204,7 @@ class SegregatedDendrites(LearningRule):
             slope = layer.activation.derivative(potential, layer.activation(potential))
             if index < len(layers) - 1:
                 difference = target.plateau[index] - forward.plateau[index]
-                error = difference * slope / (-scale * SIGMOID_SLOPE_AT_ZERO)
+                error = difference * slope / (-scale * self._apical_slope())
             else:
                 difference = target.rates[-1] - forward.rates[-1]
                 error = difference * slope / -scale
