@@ -146,7 +146,7 @@ def test_list_rule_shows_every_option(rule, capsys):
 def test_list_rule_reads_the_option_comments(capsys):
     assert main(["list", "--rule", "ep"]) == 0
     out = capsys.readouterr().out
-    assert "  nudging_strength: float = 0.2" in out and "beta" in out
+    assert "  nudging_strength: float = 0.1" in out and "beta" in out
     assert main(["list", "--rule", "nope"]) == 2
     _one_error_line(capsys.readouterr().err, "unknown rule 'nope'")
 

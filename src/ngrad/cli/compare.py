@@ -1,12 +1,13 @@
-"""``ngrad compare``: train several rules on the same network, data and seeds (backprop always
-first, as the reference) and tabulate them; see :mod:`ngrad.train.compare` for what it writes."""
+"""``ngrad compare``: train several rules on the same model, data and seeds (backprop always
+first, as the reference) and tabulate them; rules that cannot train the model are left out with
+the reason printed. See :mod:`ngrad.train.compare` for what it writes."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from ngrad.cli.run_options import add_run_options, config_values
+from ngrad.cli.run_options import add_run_options, config_values, user_models_importable
 from ngrad.errors import ConfigError
 
 __all__ = ["add_arguments", "run"]
@@ -18,7 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--rules",
         metavar="NAMES",
-        help="comma-separated rules, e.g. fa,dfa (default: every rule); one of: "
+        help="comma-separated rules, e.g. fa,dfa (default: every rule that can train the model); "
+        "one of: "
         f"{', '.join(available_rules())}",
     )
     add_run_options(parser, with_rule=False)
@@ -52,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     if rules and len(rules) == 1:
         values["rule"] = rules[0]
     base = make_config(values, owner="config")
+    user_models_importable(base.model)
     records = compare_rules(
         base, rules, args.seeds, args.out, progress=not args.no_progress, overwrite=args.overwrite
     )

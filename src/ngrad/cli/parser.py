@@ -51,7 +51,7 @@ class Command:
 
 COMMANDS: dict[str, Command] = {
     "list": Command(
-        "rules, models and datasets; `ngrad list --rule NAME`: a rule's options",
+        "rules, models and datasets; `ngrad list --rule NAME` / `--model NAME`: its options",
         "ngrad.cli.listing",
     ),
     "train": Command("train one rule", "ngrad.cli.train"),
@@ -74,7 +74,7 @@ def build_parser(commands: Sequence[str] | None = None) -> argparse.ArgumentPars
         prog="ngrad",
         description="Brain-plausible learning rules, measured against backprop.",
         epilog="`ngrad COMMAND --help` shows a command's flags; `ngrad list` names the rules, "
-        "models and datasets, and `ngrad list --rule NAME` a rule's options.",
+        "models and datasets, and `ngrad list --rule NAME` (`--model NAME`) its options.",
     )
     parser.add_argument(
         "--version", action="version", version=f"ngrad {__version__}", help="print the version"

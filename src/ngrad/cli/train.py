@@ -1,10 +1,13 @@
 """``ngrad train``: train one rule and write its run directory.
 
-    ngrad train [--rule NAME] [--data NAME] [--epochs N] ... [--config FILE] [--out DIR]
+    ngrad train [--rule NAME] [--model NAME] [--data NAME] [--epochs N] ... [--config FILE]
+                [--out DIR]
     ngrad train --resume DIR
 
 The settings come from ``--config`` (a TOML file, or a run's own ``config.json`` to repeat that
-run) with the flags given on top; ``ngrad train --help`` lists every flag with its default.
+run) with the flags given on top; ``ngrad train --help`` lists every flag with its default. A rule
+that cannot train the model ends in one line ``ngrad: error: rule 'X' cannot train model 'Y':
+why`` (exit code 2).
 """
 
 from __future__ import annotations
@@ -13,7 +16,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from ngrad.cli.run_options import add_run_options, config_values, setting_help
+from ngrad.cli.run_options import (
+    add_run_options,
+    config_values,
+    setting_help,
+    user_models_importable,
+)
 
 __all__ = ["add_arguments", "run"]
 
@@ -50,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         config = make_config(config_values(args), owner="config")
         out = Path(args.out or f"runs/{config.rule}-{config.data}-seed{config.seed}")
+    user_models_importable(config.model)
     result = run_training(
         config,
         out,
@@ -61,8 +70,9 @@ def run(args: argparse.Namespace) -> int:
     angles = ", ".join(
         "-" if a is None else f"{a:.1f}" for a in summary["final_angle_to_bp_deg"] or []
     )
+    model = "" if config.model == "mlp" else f" ({config.model})"
     print(
-        f"{config.rule} on {config.data}: test accuracy {summary['test_accuracy']:.4f} "
+        f"{config.rule}{model} on {config.data}: test accuracy {summary['test_accuracy']:.4f} "
         f"(best validation {summary['best_val_accuracy']:.4f} at epoch {summary['best_epoch']}); "
         f"angles to BP per layer [{angles}] deg; results in {out}/"
     )
@@ -83,7 +93,12 @@ def _resumed_config(args: argparse.Namespace, config):
 
     given = [flag for flag in ("--config", "--out", "--overwrite") if getattr(args, flag[2:])]
     if not given:
-        given = [f"--{key.replace('_', '-')}" for key in config_values(args) if key != "epochs"]
+        flags = {"rule_options": "--rule-option", "model_options": "--model-option"}
+        given = [
+            flags.get(key, f"--{key.replace('_', '-')}")
+            for key in config_values(args)
+            if key != "epochs"
+        ]
     if given:
         raise ConfigError(
             f"--resume continues a run with the settings it started with, so {given[0]} cannot "

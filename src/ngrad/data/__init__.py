@@ -8,6 +8,9 @@
 Datasets: ``digits`` and ``mnist1d`` (no files needed), ``mnist``, ``fashion-mnist`` and
 ``cifar10`` (files in the data directory: ``$NGRAD_DATA`` or ``~/.cache/ngrad/data``; fetch them
 with ``download=True``). Every problem with a dataset raises :class:`DataError`.
+
+Training streams batches from the splits (:mod:`ngrad.data.loading`, a ``DataLoader``), with
+optional input normalisation and CIFAR-style augmentation (:mod:`ngrad.data.transforms`).
 """
 
 from ngrad.data.catalog import available_datasets, download_dataset, load_dataset

@@ -1,4 +1,4 @@
-"""Train several rules on the same network, data and seeds, and tabulate them against backprop.
+"""Train several rules on the same model, data and seeds, and tabulate them against backprop.
 
 Writes into the output directory:
 - ``runs/<rule>-seed<k>/``: each run's own outputs (as ``ngrad train`` writes them);
@@ -8,7 +8,9 @@ Writes into the output directory:
 
 ``test_accuracy`` is measured at the epoch of best validation accuracy (selection never sees the
 test set). ``time_ratio_to_bp`` divides a run's mean epoch time by backprop's with the same seed;
-backprop is therefore always trained, first.
+backprop is therefore always trained, first. Rules that cannot train the model (a rule's
+``unsupported_reason``, or a rule that does not take the model's type) are left out, each with its
+reason printed; if backprop itself cannot, the comparison is refused.
 
 A comparison can be continued: running the same command again keeps the runs that finished,
 resumes the interrupted ones from their checkpoints and trains the missing ones. A directory that
@@ -25,16 +27,26 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from tqdm.auto import tqdm
 
 from ngrad.data import load_dataset
 from ngrad.errors import ConfigError, DivergenceError, NgradError
 from ngrad.rules import available_rules, get_rule_class
 from ngrad.train import integrity
+from ngrad.train.build import build_network, unsupported_reason
 from ngrad.train.checkpoint import StorageError, atomic_write_text, to_json
 from ngrad.train.config import TrainConfig, make_config
-from ngrad.train.loop import build_network, load_run_config, prepare_output_dir, run_training
-from ngrad.train.runs import LOCK_NAME, RUN_FILES, RunLock, is_temporary, read_metrics, remove_files
+from ngrad.train.loop import load_run_config, prepare_output_dir, run_training
+from ngrad.train.runs import (
+    LOCK_NAME,
+    RUN_FILES,
+    RunLock,
+    is_temporary,
+    note,
+    read_metrics,
+    remove_files,
+)
 from ngrad.train.runs import warn as _warn
 
 __all__ = ["choose_rules", "compare_rules", "format_table"]
@@ -48,6 +60,7 @@ def _record(summary: dict[str, Any], reference_time: float | None) -> dict[str, 
     epoch_time = summary.get("epoch_time_s")
     return {
         "rule": summary["rule"],
+        "model": summary.get("model", "mlp"),
         "dataset": summary["dataset"],
         "seed": summary["seed"],
         "status": summary["status"],
@@ -107,10 +120,10 @@ def format_table(records: Sequence[dict[str, Any]]) -> str:
 
 def choose_rules(base: TrainConfig, rules: Sequence[str] | None) -> list[str]:
     """The rules to compare, backprop first: ``rules`` (each named once), or with None every
-    registered rule that can train ``base``'s network."""
+    registered rule; those that cannot train ``base``'s model are left out, with the reason
+    printed (ConfigError if backprop cannot)."""
     if rules is None:
-        probe = build_network(base, load_dataset(base.data, base.data_dir, base.download))
-        chosen = [name for name in available_rules() if get_rule_class(name).supports(probe)]
+        chosen = available_rules()
     else:
         chosen = list(rules)
         if not chosen:
@@ -123,7 +136,22 @@ def choose_rules(base: TrainConfig, rules: Sequence[str] | None) -> list[str]:
             )
         for name in chosen:
             get_rule_class(name)  # unknown names fail before any training
-    return [REFERENCE_RULE] + [name for name in chosen if name != REFERENCE_RULE]
+    ordered = [REFERENCE_RULE] + [name for name in chosen if name != REFERENCE_RULE]
+    with torch.random.fork_rng(devices=[]):  # the probe's weights draw no run's random numbers
+        probe = build_network(base, load_dataset(base.data, base.data_dir, base.download))
+    kept = []
+    for name in ordered:
+        reason = unsupported_reason(name, probe)
+        if reason is None:
+            kept.append(name)
+        elif name == REFERENCE_RULE:
+            raise ConfigError(
+                f"ngrad compare measures every rule against backprop, and rule {name!r} cannot "
+                f"train model {base.model!r}: {reason}"
+            )
+        else:
+            note(f"leaving out rule {name!r}: it cannot train model {base.model!r}: {reason}")
+    return kept
 
 
 def _plan(config: TrainConfig, run_dir: Path, compare_dir: Path) -> str:
@@ -277,6 +305,7 @@ def _failed_summary(config: TrainConfig, error: Exception) -> dict[str, Any]:
         "status": "error",
         "status_reason": str(error) or type(error).__name__,
         "rule": config.rule,
+        "model": config.model,
         "dataset": config.data,
         "seed": config.seed,
     }

@@ -49,7 +49,11 @@ class OutOfMemoryError(NgradError):
 
 
 # -- memory --------------------------------------------------------------------------------------
-def _parameters(config: TrainConfig, data: DataSplits) -> int:
+def _parameters(config: TrainConfig, data: DataSplits) -> int | None:
+    """The mlp's parameter count from its widths (None for other models: the catalogue's are
+    small, and the allocation itself is watched)."""
+    if config.model != "mlp":
+        return None
     sizes = [math.prod(data.input_shape), *config.hidden, data.num_classes]
     return sum(fan_in * fan_out + fan_out for fan_in, fan_out in itertools.pairwise(sizes))
 
@@ -57,7 +61,7 @@ def _parameters(config: TrainConfig, data: DataSplits) -> int:
 def _needed_bytes(config: TrainConfig, data: DataSplits) -> tuple[int, int]:
     """(parameters, bytes): float32 weights, their updates and the optimiser's state; a lower
     bound (feedback weights and activations come on top)."""
-    parameters = _parameters(config, data)
+    parameters = _parameters(config, data) or 0
     copies = 2 + OPTIMIZER_STATE_FACTOR.get(config.optimizer, 2)
     if config.optimizer == "sgd" and config.momentum == 0:
         copies -= 1
@@ -97,18 +101,26 @@ def _gib(count: float) -> str:
 
 
 def _shape(config: TrainConfig) -> str:
+    if config.model != "mlp":
+        return f"--model {config.model}"
     return f"--hidden {','.join(map(str, config.hidden))}"
+
+
+def _smaller(config: TrainConfig) -> str:
+    return "smaller --hidden widths" if config.model == "mlp" else "a smaller model"
 
 
 def check_memory(config: TrainConfig, data: DataSplits) -> None:
     """OutOfMemoryError, before anything is allocated, if the model cannot fit on its device."""
+    if _parameters(config, data) is None:
+        return
     parameters, needed = _needed_bytes(config, data)
     available = _available_bytes(torch.device(config.device))
     if available is not None and needed > available:
         raise OutOfMemoryError(
             f"the network ({_shape(config)}) has {parameters:.3g} parameters and needs at least "
             f"{_gib(needed)} of memory for its weights, their updates and the optimiser's state; "
-            f"only {_gib(available)} is free on {config.device}: choose smaller --hidden widths"
+            f"only {_gib(available)} is free on {config.device}: choose {_smaller(config)}"
         )
 
 
@@ -123,6 +135,11 @@ def is_out_of_memory(error: BaseException) -> bool:
 
 def out_of_memory(config: TrainConfig, data: DataSplits) -> OutOfMemoryError:
     """The error to raise when an allocation failed during the run."""
+    if _parameters(config, data) is None:
+        return OutOfMemoryError(
+            f"out of memory on {config.device}: the model ({_shape(config)}) and batches of "
+            f"{config.batch_size} do not fit; choose a smaller model or a smaller --batch-size"
+        )
     parameters, needed = _needed_bytes(config, data)
     return OutOfMemoryError(
         f"out of memory on {config.device}: the network ({_shape(config)}, {parameters:.3g} "
@@ -133,16 +150,20 @@ def out_of_memory(config: TrainConfig, data: DataSplits) -> OutOfMemoryError:
 
 # -- the run a checkpoint belongs to -------------------------------------------------------------
 def identity(config: TrainConfig) -> dict[str, Any]:
-    """The settings that make a run this run (everything but its length and data location)."""
+    """The settings that make a run this run (everything but its length and data location),
+    the model and its options included."""
     return {k: v for k, v in config.to_dict().items() if k not in NOT_IDENTITY}
 
 
 def identity_difference(saved: dict[str, Any], config: TrainConfig) -> tuple[str, Any, Any] | None:
-    """(setting, saved value, ``config``'s value) for the first setting that differs, or None."""
-    mine = identity(config)
+    """(setting, saved value, ``config``'s value) for the first setting that differs, or None.
+    A setting ``saved`` lacks (a checkpoint written before it existed) counts as its default,
+    the value such a run had."""
+    mine, defaults = identity(config), identity(TrainConfig())
     for key in sorted(set(saved) | set(mine)):
-        if key not in NOT_IDENTITY and saved.get(key) != mine.get(key):
-            return key, saved.get(key), mine.get(key)
+        there = saved.get(key, defaults.get(key))
+        if key not in NOT_IDENTITY and there != mine.get(key):
+            return key, there, mine.get(key)
     return None
 
 

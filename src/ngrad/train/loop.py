@@ -7,9 +7,9 @@
 - ``metrics.jsonl``: one JSON line per epoch (epoch 0 = before training): losses and accuracies on
   the train/validation/test splits, per-layer angles of the update and of the error signals to
   backprop, error sizes across depth, weight alignment, the rule's own diagnostics, epoch time;
-- ``checkpoint.pt``: the latest state (network, feedback pathway, optimiser, random-number state,
-  the settings and data it belongs to), atomic, loadable with ``torch.load(weights_only=True)``;
-  ``--resume`` continues from it;
+- ``checkpoint.pt``: the latest state (network, feedback pathway, optimiser, learning-rate
+  schedule, random-number state, the settings and data it belongs to), atomic, loadable with
+  ``torch.load(weights_only=True)``; ``--resume`` continues from it;
 - ``best.pt``: the rule's state at the best validation accuracy (model selection never sees test);
 - ``summary.json`` (status: completed, diverged, failed, interrupted or error, with the reason)
   and PNG plots (learning curves, angles to BP, weight alignment).
@@ -21,7 +21,6 @@ files unless ``overwrite`` is set. docs/runs.md describes the directory, resumin
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,6 +88,11 @@ def _resume(config: TrainConfig, out: Path) -> TrainingSession:
         raise ConfigError(
             f"--resume continues the run as its config.json describes it ({key} "
             f"{there.get(key)!r} there, {here[key]!r} asked for); only --epochs may change"
+        )
+    if config.epochs != saved.epochs and saved.lr_schedule == "cosine":
+        raise ConfigError(
+            f"the run in {str(out)!r} anneals its learning rate to 0 over its {saved.epochs} "
+            "epochs (lr_schedule 'cosine'), so --epochs cannot change it; start a new run"
         )
     try:
         state = load_checkpoint(checkpoint, map_location=config.device)
@@ -160,8 +164,9 @@ def run_training(
 
 def _execute(run: TrainingSession, progress: bool, on_epoch) -> RunResult:
     config, out = run.config, run.out_dir
-    steps_per_epoch = math.ceil(run.splits["train"][0].shape[0] / config.batch_size)
-    label = f"{config.rule} on {config.data} (seed {config.seed})"
+    steps_per_epoch = run.steps_per_epoch
+    model = "" if config.model == "mlp" else f" ({config.model})"
+    label = f"{config.rule}{model} on {config.data} (seed {config.seed})"
     bar = tqdm(
         total=steps_per_epoch * config.epochs,
         initial=steps_per_epoch * run.epoch,

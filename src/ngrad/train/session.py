@@ -1,6 +1,10 @@
 """One training run's state: the data, the rule and its optimiser, one epoch of training, the
 measurements after it, and the checkpoint it is saved to and restored from.
 
+Batches stream from the splits, which stay in CPU memory (:mod:`ngrad.data.loading`); each is moved
+to the device, augmented (training batches, with ``augment``), normalised (``normalize``) and
+shaped for the model: flat vectors for the mlp, images kept as images for other models.
+
 :func:`ngrad.train.loop.run_training` drives it; this module knows nothing of run directories
 beyond writing the files it is given.
 """
@@ -9,6 +13,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -16,53 +21,64 @@ import torch
 from torch import Tensor
 
 from ngrad.analysis import diagnostics
-from ngrad.data import DataSplits, load_dataset
+from ngrad.data import load_dataset
+from ngrad.data.loading import EVALUATION_BATCH, batches, training_batches
+from ngrad.data.transforms import check_augmentable, make_normalizer, random_crop_flip
 from ngrad.errors import ConfigError, DivergenceError, NgradError
-from ngrad.nn.network import Network, mlp
-from ngrad.rules import LearningRule, make_rule
+from ngrad.rules import LearningRule
 from ngrad.train import integrity
+from ngrad.train.build import (
+    build_network,
+    build_optimizer,
+    build_rule,
+    build_scheduler,
+    model_input_shape,
+)
 from ngrad.train.checkpoint import append_line, save_checkpoint, to_json
-from ngrad.train.config import OPTIMIZERS, TrainConfig
+from ngrad.train.config import TrainConfig
 from ngrad.train.verdict import SMALLER_LR, chance_level
 
 __all__ = ["CHECKPOINT_VERSION", "TrainingSession", "build_network", "build_optimizer", "evaluate"]
 
 CHECKPOINT_VERSION = 2
 
-
-def build_network(config: TrainConfig, data: DataSplits) -> Network:
-    """An MLP from the flattened input through ``config.hidden`` to the classes."""
-    inputs = math.prod(data.input_shape)
-    sizes = [inputs, *config.hidden, data.num_classes]
-    return mlp(sizes, activation=config.activation, init=config.init)
-
-
-def build_optimizer(config: TrainConfig, rule: LearningRule) -> torch.optim.Optimizer:
-    groups = rule.param_groups(config.feedback_lr)
-    common = {"lr": config.lr, "weight_decay": config.weight_decay}
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(groups, momentum=config.momentum, **common)
-    if config.optimizer == "adam":
-        return torch.optim.Adam(groups, **common)
-    if config.optimizer == "adamw":
-        return torch.optim.AdamW(groups, **common)
-    if config.optimizer == "rmsprop":
-        return torch.optim.RMSprop(groups, momentum=config.momentum, **common)
-    raise ConfigError(
-        f"unknown optimizer {config.optimizer!r}; available optimizers: {', '.join(OPTIMIZERS)}"
-    )
+Batch = tuple[Tensor, Tensor]
 
 
 @torch.no_grad()
-def evaluate(rule: LearningRule, inputs: Tensor, targets: Tensor, batch: int = 2048):
-    """(mean loss, accuracy) of the rule's network on a split."""
-    total_loss, correct = 0.0, 0
-    for start in range(0, inputs.shape[0], batch):
-        output = rule(inputs[start : start + batch])
-        chunk = targets[start : start + batch]
-        total_loss += float(rule.loss(output, chunk)) * chunk.shape[0]
-        correct += int((output.argmax(dim=1) == chunk).sum())
-    count = max(inputs.shape[0], 1)
+def evaluate(
+    rule: LearningRule,
+    inputs: Tensor | Iterable[Batch],
+    targets: Tensor | None = None,
+    batch: int = EVALUATION_BATCH,
+    prepare: Callable[[Tensor, Tensor], Batch] | None = None,
+) -> tuple[float, float]:
+    """(mean loss, accuracy) of the rule's network on a split: tensors ``inputs`` and
+    ``targets`` taken ``batch`` samples at a time, or an iterable of (inputs, labels) batches
+    (a DataLoader), each passed through ``prepare`` (to the device, normalised, shaped) if given.
+    The rule is in evaluation mode meanwhile (batch norm uses its running statistics, dropout
+    is off), then back in the mode it was in.
+    """
+    if targets is None:
+        pairs = inputs
+    else:
+        pairs = [
+            (inputs[i : i + batch], targets[i : i + batch]) for i in range(0, len(targets), batch)
+        ]
+    total_loss, correct, count = 0.0, 0, 0
+    training = rule.training
+    rule.eval()
+    try:
+        for x, y in pairs:
+            if prepare is not None:
+                x, y = prepare(x, y)
+            output = rule(x)
+            total_loss += float(rule.loss(output, y)) * y.shape[0]
+            correct += int((output.argmax(dim=1) == y).sum())
+            count += y.shape[0]
+    finally:
+        rule.train(training)
+    count = max(count, 1)
     return total_loss / count, correct / count
 
 
@@ -76,43 +92,58 @@ class TrainingSession:
         data = load_dataset(config.data, data_dir=config.data_dir, download=config.download)
         self.data = data
         integrity.check_memory(config, data)
+        if config.augment:
+            check_augmentable(config.data, data.input_shape)
+        train_x, train_y = data.train_x, data.train_y
+        if config.train_subset:
+            train_x, train_y = train_x[: config.train_subset], train_y[: config.train_subset]
+        normalizer = make_normalizer(config.normalize, config.data, data.input_shape, train_x)
+        self.normalizer = normalizer.to(self.device) if normalizer is not None else None
         try:
-            self.splits = self._prepare(data)
             self.network = build_network(config, data)
-            self.rule = make_rule(config.rule, self.network, config.loss, **config.rule_options)
+            self.input_shape = model_input_shape(self.network, data.input_shape)
+            self.rule = build_rule(config, self.network)
             self.rule.to(self.device)
             self.optimizer = build_optimizer(config, self.rule)
             self.rule.check_optimizer(self.optimizer)
+            self.scheduler = build_scheduler(config, self.optimizer)
         except Exception as error:
             if integrity.is_out_of_memory(error):
                 raise integrity.out_of_memory(config, data) from None
             raise
+        # one generator draws the data order and the augmentation; the checkpoint keeps its state
         self.shuffle = torch.Generator().manual_seed(config.seed)
+        pin = self.device.type == "cuda"
+        self.batches = {
+            "train": training_batches(train_x, train_y, config.batch_size, self.shuffle, pin),
+            "train_eval": batches(train_x, train_y, pin_memory=pin),
+            "val": batches(data.val_x, data.val_y, pin_memory=pin),
+            "test": batches(data.test_x, data.test_y, pin_memory=pin),
+        }
+        count = config.diagnostics_samples
+        self.diagnostics_batch = self.prepare(data.val_x[:count], data.val_y[:count])
         self.history: list[dict[str, Any]] = []
         self.epoch = 0
         self.best = {"val_accuracy": -1.0, "epoch": 0, "test_accuracy": math.nan}
-        self.chance = chance_level(self.splits["val"][1])
+        self.chance = chance_level(data.val_y)
         self.fingerprint = integrity.data_fingerprint(data, config.train_subset)
         self.writer = None
         if out_dir is not None and config.tensorboard:
             self._summary_writer()  # fails before anything is written if tensorboard is missing
 
-    def _prepare(self, data: DataSplits) -> dict[str, tuple[Tensor, Tensor]]:
-        def move(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-            return x.flatten(1).float().to(self.device), y.long().to(self.device)
+    def prepare(self, inputs: Tensor, targets: Tensor, train: bool = False) -> Batch:
+        """A batch from the data as the model takes it: on the device, augmented (training
+        batches, with ``augment``), normalised, and shaped (flat for the mlp)."""
+        x = inputs.to(self.device, non_blocking=True)
+        y = targets.to(self.device, non_blocking=True)
+        if train and self.config.augment:
+            x = random_crop_flip(x, self.shuffle)
+        if self.normalizer is not None:
+            x = self.normalizer(x)
+        return x.reshape(x.shape[0], *self.input_shape), y
 
-        train_x, train_y = data.train_x, data.train_y
-        if self.config.train_subset:
-            train_x = train_x[: self.config.train_subset]
-            train_y = train_y[: self.config.train_subset]
-        splits = {
-            "train": move(train_x, train_y),
-            "val": move(data.val_x, data.val_y),
-            "test": move(data.test_x, data.test_y),
-        }
-        count = self.config.diagnostics_samples
-        splits["diagnostics"] = (splits["val"][0][:count], splits["val"][1][:count])
-        return splits
+    def _train_prepare(self, inputs: Tensor, targets: Tensor) -> Batch:
+        return self.prepare(inputs, targets, train=True)
 
     @staticmethod
     def _summary_writer():
@@ -130,15 +161,12 @@ class TrainingSession:
 
     # -- one epoch -------------------------------------------------------------------------
     def train_epoch(self, bar) -> dict[str, float]:
-        inputs, targets = self.splits["train"]
-        order = torch.randperm(inputs.shape[0], generator=self.shuffle).to(self.device)
-        batch = self.config.batch_size
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), dtype=torch.long, device=self.device)
+        learning_rate = self.optimizer.param_groups[0]["lr"]
         start = time.perf_counter()
-        for step, first in enumerate(range(0, inputs.shape[0], batch)):
-            index = order[first : first + batch]
-            x, y = inputs[index], targets[index]
+        for step, (inputs, targets) in enumerate(self.batches["train"]):
+            x, y = self._train_prepare(inputs, targets)
             record = self.rule.backward(x, y)
             if not torch.isfinite(record.loss):
                 raise DivergenceError(
@@ -150,31 +178,44 @@ class TrainingSession:
             correct += (record.output.argmax(dim=1) == y).sum()
             if bar is not None:
                 bar.update(1)
+        if self.scheduler is not None:
+            self.scheduler.step()  # once per epoch: the next epoch's learning rate
         elapsed = time.perf_counter() - start
-        count = inputs.shape[0]
-        return {
+        count = len(self.batches["train"].dataset)
+        metrics = {
             "train_loss": float(loss_sum) / count,
             "train_accuracy": float(correct) / count,
             "epoch_time_s": elapsed,
         }
+        if self.scheduler is not None:
+            metrics["lr"] = learning_rate  # the forward weights' rate during this epoch
+        return metrics
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.batches["train"])
 
     def measure(self, epoch: int, train_metrics: dict[str, float] | None) -> dict[str, Any]:
         line: dict[str, Any] = {"epoch": epoch}
         if train_metrics is None:
-            line["train_loss"], line["train_accuracy"] = evaluate(self.rule, *self.splits["train"])
+            loss, accuracy = evaluate(self.rule, self.batches["train_eval"], prepare=self.prepare)
+            line["train_loss"], line["train_accuracy"] = loss, accuracy
             line["epoch_time_s"] = None
         else:
             line.update(train_metrics)
         for split in ("val", "test"):
-            loss, accuracy = evaluate(self.rule, *self.splits[split])
+            loss, accuracy = evaluate(self.rule, self.batches[split], prepare=self.prepare)
             line[f"{split}_loss"], line[f"{split}_accuracy"] = loss, accuracy
         if self.config.diagnostics_samples:
-            line.update(diagnostics.measure(self.rule, *self.splits["diagnostics"]))
+            line.update(diagnostics.measure(self.rule, *self.diagnostics_batch))
         return line
 
     # -- persistence -------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
-        return {
+        schedule = {}
+        if self.scheduler is not None:
+            schedule["scheduler_state"] = self.scheduler.state_dict()
+        return schedule | {
             "version": CHECKPOINT_VERSION,
             "epoch": self.epoch,
             "rule": self.config.rule,
@@ -209,9 +250,16 @@ class TrainingSession:
                 f"{where!r} was trained on other data than {self.config.data!r} loads now (the "
                 "dataset files changed?); resume with the data the run started with"
             )
+        if self.scheduler is not None and not isinstance(state.get("scheduler_state"), dict):
+            raise NgradError(
+                f"{where!r} lacks the learning-rate schedule's state (damaged, or written "
+                "without a schedule); start the run again with --overwrite"
+            )
         try:
             self.rule.load_state_dict(state["rule_state"])
             self.optimizer.load_state_dict(state["optimizer_state"])
+            if self.scheduler is not None:
+                self.scheduler.load_state_dict(state["scheduler_state"])
             torch.set_rng_state(state["torch_rng"])
             self.shuffle.set_state(state["shuffle_rng"])
         except (RuntimeError, ValueError, KeyError, TypeError) as error:
@@ -256,6 +304,7 @@ class TrainingSession:
             "status": status,
             "status_reason": reason,
             "rule": self.config.rule,
+            "model": self.config.model,
             "dataset": self.config.data,
             "seed": self.config.seed,
             "epochs": self.config.epochs,
