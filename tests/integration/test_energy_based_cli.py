@@ -17,9 +17,9 @@ def _metrics(run_dir):
 @pytest.mark.parametrize(
     ("rule", "specific"),
     [
-        ("ep", ["free_residual", "nudged_residual", "angle_to_fixed_point_gradient_deg_by_layer"]),
-        ("chl", ["free_residual", "clamped_residual", "clamped_steps_used"]),
-        ("pc", ["final_residual", "steps_used"]),
+        ("ep", ["nudged_residual", "angle_to_fixed_point_gradient_deg_by_layer"]),
+        ("chl", ["clamped_residual", "clamped_settled_fraction", "clamped_steps_used"]),
+        ("pc", ["inference_residual", "inference_settled_fraction", "rate_halvings"]),
     ],
 )
 def test_train_logs_and_plots_the_relaxation(tmp_path, capsys, rule, specific):
@@ -36,6 +36,10 @@ def test_train_logs_and_plots_the_relaxation(tmp_path, capsys, rule, specific):
     assert len(diagnostics["residual_by_step"]) >= len(energy) - 1
     for key in specific:
         assert diagnostics[key] is not None, key
+    phase = "inference" if rule == "pc" else "free"  # whether the relaxation settled, every epoch
+    for record in _metrics(out):
+        assert record["rule_diagnostics"][f"{phase}_residual"] >= 0
+        assert 0 <= record["rule_diagnostics"][f"{phase}_settled_fraction"] <= 1
     for name in ["relaxation.png", "rule_diagnostics.png", "angles.png"]:
         if name == "rule_diagnostics.png" and rule != "ep":
             continue  # only EP reports per-layer rule diagnostics
@@ -46,11 +50,17 @@ def test_train_logs_and_plots_the_relaxation(tmp_path, capsys, rule, specific):
 def test_rule_options_reach_the_rule_and_bad_ones_exit_2(tmp_path, capsys):
     out = tmp_path / "ep"
     args = ["train", "--rule", "ep", "--out", str(out), *FAST]
-    options = ["--rule-option", "free_steps=4", "--rule-option", "nudging=one_sided"]
-    assert main([*args, *options, "--rule-option", "schedule=synchronous"]) == 0
+    options = ["--rule-option", "free_steps=30", "--rule-option", "nudging=one_sided"]
+    fixed = ["--rule-option", "tolerance=0"]  # every phase runs all its steps
+    assert main([*args, *options, *fixed, "--rule-option", "schedule=synchronous"]) == 0
     saved = json.loads((out / "config.json").read_text())["rule_options"]
-    assert saved == {"free_steps": "4", "nudging": "one_sided", "schedule": "synchronous"}
-    assert _metrics(out)[-1]["rule_diagnostics"]["free_steps_used"] == 4
+    assert saved == {
+        "free_steps": "30",
+        "nudging": "one_sided",
+        "tolerance": "0",
+        "schedule": "synchronous",
+    }
+    assert _metrics(out)[-1]["rule_diagnostics"]["free_steps_used"] == 30
     capsys.readouterr()
     for bad, fragment in [
         ("schedule=random", "schedule"),

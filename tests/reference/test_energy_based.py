@@ -1,8 +1,8 @@
-"""Float64 reference tests of EP, CHL and predictive coding against independent oracles.
+"""Float64 reference tests of EP and CHL against independent oracles, and the options of the
+energy-based rules (predictive coding: test_predictive_coding.py).
 
 Oracles: autograd through the relaxation (BPTT on the primitive Phi, written here from the
-equations, not with the package's dynamics), autograd's backprop, closed forms (the delta rule)
-and an exact quadratic minimisation of PC's free energy on a linear network.
+equations, not with the package's dynamics), autograd's backprop and closed forms (the delta rule).
 """
 
 import itertools
@@ -14,16 +14,11 @@ import torch
 import ngrad
 from ngrad.errors import ConfigError
 from ngrad.nn.losses import get_loss
-from ngrad.rules.energy_based.energy import fixed_point_gradient, hopfield_energy, relax
-from ngrad.rules.energy_based.predictive_coding import (
-    feedforward_state,
-    free_energy,
-    prediction_errors,
-    state_gradients,
-)
+from ngrad.rules.energy_based.energy import hopfield_energy, relax
+from ngrad.rules.energy_based.fixed_point import fixed_point_gradient
 from ngrad.rules.reference import backprop_reference
 
-SETTLED = {"free_steps": 200, "nudged_steps": 200}
+SETTLED = {"free_steps": 200, "nudged_steps": 200, "tolerance": 0.0}  # fixed points (1e-15)
 
 
 def _network(sizes=(10, 8, 7, 3), activation="tanh", seed=3):
@@ -199,8 +194,46 @@ def test_tolerance_stops_a_phase_once_it_has_settled():
     rule = ngrad.make_rule("ep", network, free_steps=500, nudged_steps=500, tolerance=1e-9)
     record = rule.backward(x, y)
     assert 5 < record.scalars["free_steps_used"] < 500
-    assert record.scalars["free_residual"] <= 1e-9
-    assert record.scalars["nudged_residual"] <= 1e-9
+    for phase in ("free", "nudged"):
+        assert record.scalars[f"{phase}_residual"] <= 1e-9
+        assert record.scalars[f"{phase}_settled_fraction"] == 1.0
+
+
+def test_a_phase_cut_short_reports_its_residual_and_the_samples_that_settled():
+    network = _network()
+    x, y = _batch()
+    short = ngrad.make_rule("ep", network, free_steps=3, nudged_steps=2, tolerance=1e-6)
+    record = short.backward(x, y)
+    assert record.scalars["free_steps_used"] == 3 and record.scalars["nudged_steps_used"] == 2
+    assert record.scalars["free_residual"] > 1e-6
+    assert 0.0 <= record.scalars["free_settled_fraction"] < 1.0
+    # the residual is the largest change of the phase's last step, per sample and overall
+    drive = short.input_drive(x)
+    two = relax(network, drive, short.initial_states(drive), 2, short.free_update(), 0.25)
+    three = relax(network, drive, two.states, 1, short.free_update(), 0.25)
+    change = torch.stack(
+        [(a - b).abs().amax(1) for a, b in zip(three.states, two.states, strict=True)]
+    ).amax(0)
+    assert record.scalars["free_residual"] == pytest.approx(float(change.max()), rel=1e-12)
+    settled = float((change <= 1e-6).double().mean())
+    assert record.scalars["free_settled_fraction"] == pytest.approx(settled)
+    fixed = ngrad.make_rule("ep", network, free_steps=7, nudged_steps=4, tolerance=0.0)
+    record = fixed.backward(x, y)  # tolerance 0: every phase runs all its steps
+    assert record.scalars["free_steps_used"] == 7 and record.scalars["nudged_steps_used"] == 4
+
+
+@pytest.mark.parametrize(("rule_name", "phase"), [("ep", "nudged_steps"), ("chl", "clamped_steps")])
+def test_synchronous_schedule_reaches_the_alternating_fixed_points(rule_name, phase):
+    """Both schedules settle to the same states in every phase (the clamped one included)."""
+    network = _network()
+    x, y = _batch()
+    updates = []
+    for schedule in ("alternating", "synchronous"):
+        rule = ngrad.make_rule(rule_name, network, "mse", schedule=schedule, feedback_strength=0.5,
+                               free_steps=400, tolerance=1e-13, **{phase: 400})  # fmt: skip
+        rule.backward(x, y)
+        updates.append(_grads(network))
+    assert _relative_error(updates[1], updates[0]) < 1e-9
 
 
 def test_ep_diagnose_reports_energy_residual_and_angle_to_the_fixed_point_gradient():
@@ -223,7 +256,7 @@ def test_beta_times_ep_tends_to_chl_as_nudging_grows(gamma):
     network = _network()
     x, y = _batch()
     chl = ngrad.make_rule("chl", network, "mse", feedback_strength=gamma, free_steps=200,
-                          clamped_steps=200)  # fmt: skip
+                          clamped_steps=200, tolerance=0.0)  # fmt: skip
     chl.backward(x, y)
     expected = _grads(network)
     errors = []
@@ -275,118 +308,11 @@ def test_weak_feedback_chl_approaches_backprop():
     angles = []
     for gamma in (0.1, 0.01):
         rule = ngrad.make_rule("chl", network, feedback_strength=gamma, free_steps=100,
-                               clamped_steps=100)  # fmt: skip
+                               clamped_steps=100, tolerance=0.0)  # fmt: skip
         rule.backward(x, y)
         updates = [layer.weight.grad for layer in network.layers]
         angles.append(math.degrees(math.acos(min(1.0, _min_cosine(updates, reference)))))
     assert angles[1] < angles[0] / 5 and angles[1] < 1.0
-
-
-# ---------------------------------------------------------------- predictive coding -------
-
-
-def _exact_linear_equilibrium(network, x, y, clamping):
-    """Minimise PC's quadratic free energy of one sample at a time exactly (autograd Hessian)."""
-    layers = list(network.layers)
-    trace = network.trace(x)
-    errors_by_sample = []
-    for n in range(x.shape[0]):
-        start = torch.cat([a[n] for a in trace.pre_activations[:-1]])
-        sizes = [a.shape[1] for a in trace.pre_activations[:-1]]
-        goal = torch.nn.functional.one_hot(y[n], 3).double()
-
-        def energy(flat, n=n, sizes=sizes, goal=goal):
-            values = list(torch.split(flat, sizes))
-            below = [x[n], *values]
-            hidden = sum(
-                0.5 * (values[i] - layers[i].weight @ below[i] - layers[i].bias).pow(2).sum()
-                for i in range(len(values))
-            )
-            top = layers[-1].weight @ below[-1] + layers[-1].bias
-            return hidden + clamping * 0.5 * (top - goal).pow(2).sum()
-
-        with torch.enable_grad():
-            gradient = torch.autograd.functional.jacobian(energy, start)
-            hessian = torch.autograd.functional.hessian(energy, start)
-        settled = start - torch.linalg.solve(hessian, gradient)
-        values = list(torch.split(settled, sizes))
-        below = [x[n], *values]
-        errors = [
-            values[i] - layers[i].weight @ below[i] - layers[i].bias for i in range(len(values))
-        ]
-        errors.append(clamping * (goal - layers[-1].weight @ below[-1] - layers[-1].bias))
-        errors_by_sample.append(errors)
-    return [torch.stack(e) for e in zip(*errors_by_sample, strict=True)]
-
-
-@pytest.mark.parametrize("clamping", [1.0, 0.1])
-def test_pc_settles_to_the_exact_equilibrium_of_a_linear_network(clamping):
-    network = _network(sizes=(10, 8, 7, 3), activation="identity")
-    x, y = _batch(n=6)
-    rule = ngrad.make_rule("pc", network, "mse", steps=800, inference_rate=0.3,
-                           output_clamping=clamping)  # fmt: skip
-    _, visited = rule.infer(x, y)
-    expected = _exact_linear_equilibrium(network, x, y, clamping)
-    for actual, wanted in zip(visited[-1].errors, expected, strict=True):
-        torch.testing.assert_close(actual, wanted, rtol=1e-9, atol=1e-12)
-
-
-@pytest.mark.parametrize("kind", ["dense", "conv"])
-@pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
-def test_pc_with_weak_output_clamping_approaches_backprop(kind, loss):
-    network = _network() if kind == "dense" else _conv_network()
-    x, y = _batch() if kind == "dense" else _batch((1, 6, 6))
-    reference = backprop_reference(network, get_loss(loss), x, y)
-    errors = []
-    for clamping in (1e-1, 1e-2, 1e-3):
-        rule = ngrad.make_rule("pc", network, loss, steps=300, inference_rate=0.3,
-                               output_clamping=clamping)  # fmt: skip
-        rule.backward(x, y)
-        errors.append(_relative_error(_grads(network)[: len(network.layers)],
-                                      reference.weight_gradients))  # fmt: skip
-    assert _min_cosine(_grads(network)[: len(network.layers)], reference.weight_gradients) > 0.999
-    for coarse, fine in itertools.pairwise(errors):
-        assert fine < 0.15 * coarse  # O(gamma)
-
-
-def test_pc_without_inference_updates_only_the_output_layer_as_bp_does():
-    network = _network()
-    x, y = _batch()
-    rule = ngrad.make_rule("pc", network, steps=0)
-    record = rule.backward(x, y)
-    reference = backprop_reference(network, rule.loss, x, y)
-    torch.testing.assert_close(network.layers[-1].weight.grad, reference.weight_gradients[-1],
-                               rtol=1e-12, atol=1e-15)  # fmt: skip
-    for layer in network.layers[:-1]:
-        assert float(layer.weight.grad.abs().max()) == 0.0
-    torch.testing.assert_close(record.output, network(x), rtol=0, atol=0)  # feedforward prediction
-
-
-def test_pc_default_inference_lowers_the_free_energy_at_every_step():
-    network = _network()
-    x, y = _batch()
-    report = ngrad.make_rule("pc", network).diagnose(x, y)
-    energy = report["energy_by_step"]
-    assert len(energy) == 9 and report["steps_used"] == 8
-    assert all(b < a for a, b in itertools.pairwise(energy))
-
-
-def test_pc_backtracking_stops_an_inference_rate_beyond_the_curvature_from_raising_f():
-    network = _network()
-    x, y = _batch()
-    rule = ngrad.make_rule("pc", network, steps=6, inference_rate=3.0)
-    trace = network.trace(x)
-    start = feedforward_state(network, trace, rule.loss, y, 1.0)
-    plain = [
-        v - 3.0 * g for v, g in zip(start.values, state_gradients(network, start), strict=True)
-    ]
-    after = prediction_errors(network, rule.loss, trace.pre_activations[0], plain, y, 1.0)
-    energy = free_energy(start, network, rule.loss, y, 1.0)
-    assert free_energy(after, network, rule.loss, y, 1.0) > energy  # plain descent overshoots
-    _, visited = rule.infer(x, y)
-    energies = [free_energy(s, network, rule.loss, y, 1.0) for s in visited]
-    assert rule.rate_halvings > 0
-    assert all(b <= a for a, b in itertools.pairwise(energies)) and energies[-1] < energies[0]
 
 
 # ---------------------------------------------------------------- options -----------------
@@ -405,6 +331,8 @@ def test_pc_backtracking_stops_an_inference_rate_beyond_the_curvature_from_raisi
         ("pc", {"inference_rate": 0.0}, "inference_rate"),
         ("pc", {"output_clamping": -1.0}, "output_clamping"),
         ("pc", {"steps": -1}, "steps"),
+        ("ep", {"tolerance": -1e-3}, "tolerance"),
+        ("pc", {"tolerance": -1e-3}, "tolerance"),
     ],
 )
 def test_bad_options_are_named(rule_name, options, fragment):

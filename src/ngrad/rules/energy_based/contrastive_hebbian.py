@@ -2,9 +2,10 @@
 
 The same layered Hopfield network as EP (``energy.py``), every layer relaxed (the outputs too):
     E(s) = sum_l gamma^{l-1} [ sum_i G_l(s_{l,i}) - s_l . (W_l s_{l-1} + b_l) ],  G_l' = f_l^{-1}
-- free (minus) phase: input clamped, ``free_steps`` steps of s_l <- f_l(W_l s_{l-1} + b_l +
-  gamma W_{l+1}^T s_{l+1}) to s^-;
-- clamped (plus) phase: from s^-, the output held at the target, s_L = onehot(y), and
+- free (minus) phase: input clamped, at most ``free_steps`` steps of s_l <- f_l(W_l s_{l-1} +
+  b_l + gamma W_{l+1}^T s_{l+1}) to s^- (a phase stops once no state moves by more than
+  ``tolerance``);
+- clamped (plus) phase: from s^-, the output held at the target, s_L = onehot(y), and at most
   ``clamped_steps`` steps of the hidden dynamics to s^+;
 - output units: the loss's canonical link on u_L = W_L s_{L-1} + b_L when the last layer is
   linear: linear units for ``mse``, a softmax group for ``cross_entropy`` (energy sum p log p,
@@ -32,9 +33,8 @@ network. Neural Comput. 15, 441-454.
 Locality: each synapse updates from its own pre- and post-synaptic activities in the two phases
 (GeneRec: the presynaptic minus-phase activity); the feedback is the same synapse read backwards
 (symmetric weights); the target enters only by clamping the output units. The prediction is the
-free phase's output. Defaults as EP's (gamma = 0.25, 15 free and 6 clamped steps), for the same
-reason (at gamma = 1 the tanh network's free dynamics are multistable; at 0.5 the clamp drives
-the trained network into saturated attractors on digits).
+free phase's output. The options, their defaults and the measurements behind them:
+docs/energy_based.md.
 """
 
 from __future__ import annotations
@@ -48,16 +48,15 @@ from torch import Tensor
 
 from ngrad.nn.activations import Activation, get_activation
 from ngrad.options import check_bounds
-from ngrad.rules.base import StepRecord, assign_gradient
+from ngrad.rules.base import StepRecord, write_layer_update
 from ngrad.rules.energy_based.energy import (
     SOFTMAX_GROUP,
-    HopfieldRule,
     Relaxation,
-    RelaxationOptions,
     bottom_up,
     one_hot_like,
     write_contrastive_gradients,
 )
+from ngrad.rules.energy_based.hopfield import HopfieldRule, RelaxationOptions, phase_scalars
 
 __all__ = ["ContrastiveHebbian"]
 
@@ -66,10 +65,11 @@ LINKS = {"cross_entropy": SOFTMAX_GROUP, "bce": get_activation("sigmoid")}  # ms
 
 @dataclass(frozen=True)
 class ContrastiveHebbianOptions(RelaxationOptions):
-    """RelaxationOptions (gamma = 1: Movellan's energy) plus the clamped phase."""
+    """RelaxationOptions plus the clamped phase."""
 
-    clamped_steps: int = 6
-    update: Literal["chl", "generec"] = "chl"
+    clamped_steps: int = 20  # the most steps of the clamped phase (output held at the target)
+    update: Literal["chl", "generec"] = "chl"  # CHL's co-activity difference, or GeneRec's
+    #     (presynaptic activity of the free phase)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -115,12 +115,7 @@ class ContrastiveHebbian(HopfieldRule):
         else:
             errors = self._write_generec(inputs, clamped.states, free.states, scales)
         output = self.predict(inputs, free.states)
-        scalars = {
-            "free_residual": free.residual,
-            "clamped_residual": clamped.residual,
-            "free_steps_used": float(free.steps_used),
-            "clamped_steps_used": float(clamped.steps_used),
-        }
+        scalars = {**phase_scalars("free", free), **phase_scalars("clamped", clamped)}
         return StepRecord(self.loss(output, targets), output, tuple(errors), scalars)
 
     def _write_generec(self, inputs: Tensor, plus, minus, scales) -> list[Tensor]:
@@ -130,9 +125,8 @@ class ContrastiveHebbian(HopfieldRule):
         layers = self.network.layers
         for layer, high, low, pre, scale in zip(layers, plus, minus, below, scales, strict=True):
             difference = (high - low).mul_(-scale)
-            assign_gradient(layer.weight, layer.weight_gradient(difference, pre))
-            if layer.bias is not None:
-                assign_gradient(layer.bias, layer.bias_gradient(difference))
+            weight_update = layer.weight_gradient(difference, pre)
+            write_layer_update(layer, weight_update, layer.bias_gradient(difference))
             differences.append(difference)
         return differences
 

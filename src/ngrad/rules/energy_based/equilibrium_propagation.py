@@ -1,13 +1,16 @@
 """Equilibrium propagation (EP): the gradient from two nudged equilibria of a Hopfield network.
 
 Energy of the layered network (``energy.py``; states s_l in the range of f_l, s_0 = x clamped,
-feedback strength gamma, 1 in Scellier & Bengio's energy):
+feedback strength gamma: 1 in the energy of Scellier & Bengio and Laborieux et al., 0.25 by
+default here):
     E(s) = sum_l gamma^{l-1} [ sum_i G_l(s_{l,i}) - s_l . (W_l s_{l-1} + b_l) ],  G_l' = f_l^{-1}
 Total energy with the cost C nudging the state: F = E + beta C. Dynamics (discrete time,
 Laborieux et al. 2021): s_l <- f_l(W_l s_{l-1} + b_l + gamma W_{l+1}^T s_{l+1}), whose fixed
 points are the stationary points of F.
-- free phase: beta = 0, ``free_steps`` steps from the feedforward state (or from zeros) to s^0;
-- nudged phases: from s^0, ``nudged_steps`` steps with +beta (and -beta when symmetric) to s^{+-};
+- free phase: beta = 0, from the feedforward state (or from zeros) to s^0, at most
+  ``free_steps`` steps (a phase stops once no state moves by more than ``tolerance``);
+- nudged phases: from s^0, at most ``nudged_steps`` steps with +beta (and -beta when symmetric)
+  to s^{+-};
 - update (Scellier & Bengio 2017, eq. 10; symmetric form of Laborieux et al. 2021):
     grad W_l = -(gamma^{l-M} / ((beta_+ - beta_-) N)) sum_n (s+_l s+_{l-1}^T - s-_l s-_{l-1}^T)
     grad b_l = -(gamma^{l-M} / ((beta_+ - beta_-) N)) sum_n (s+_l - s-_l)
@@ -37,12 +40,7 @@ activities in two phases; the feedback is the same synapse read backwards (symme
 weight transport remains); the nudge enters at the output only. Cost per batch: the input's drive
 W_1 x + b_1 once, then per step one product per coupling in each direction, no autograd.
 
-Defaults (digits, 64-128-128-10 tanh, SGD lr 0.05 momentum 0.9): at gamma = 1, tanh's unit gain and
-PyTorch-initialised couplings (|W| ~ 1.15) make the free dynamics multistable: states fall into
-saturated attractors whose basins switch under training, and the loss of the free fixed point
-stops falling even where EP matches its gradient to a degree. gamma = 0.5 trains EP (CHL collapses
-there); the default is gamma = 0.25 for both, with beta = 0.2 and 15 free / 6 nudged steps
-(alternating schedule, feedforward start), residual ~1e-2 by the end of training.
+The options, their defaults and the measurements behind them: docs/energy_based.md.
 """
 
 from __future__ import annotations
@@ -57,28 +55,28 @@ from torch import Tensor
 from ngrad.errors import ConfigError
 from ngrad.nn.network import Network
 from ngrad.options import check_bounds
-from ngrad.rules.base import StepRecord, assign_gradient
+from ngrad.rules.base import StepRecord, write_layer_update
 from ngrad.rules.energy_based.energy import (
-    HopfieldRule,
-    RelaxationOptions,
     TopUpdate,
     bottom_up,
-    fixed_point_gradient,
     one_hot_like,
     readout_error,
     write_contrastive_gradients,
 )
+from ngrad.rules.energy_based.fixed_point import fixed_point_gradient
+from ngrad.rules.energy_based.hopfield import HopfieldRule, RelaxationOptions, phase_scalars
 
 __all__ = ["EquilibriumPropagation"]
 
 
 @dataclass(frozen=True)
 class EquilibriumPropagationOptions(RelaxationOptions):
-    """RelaxationOptions (gamma = 1: Scellier & Bengio's energy) plus the nudged phases."""
+    """RelaxationOptions plus the nudged phases."""
 
-    nudging_strength: float = 0.2  # beta
-    nudging: Literal["symmetric", "one_sided"] = "symmetric"
-    nudged_steps: int = 6  # T2, per nudged phase
+    nudging_strength: float = 0.1  # beta, how strongly the cost nudges the top relaxed layer
+    nudging: Literal["symmetric", "one_sided"] = "symmetric"  # +beta and -beta (bias O(beta^2))
+    #     or +beta against the free state (bias O(beta))
+    nudged_steps: int = 20  # T2, the most steps of each nudged phase
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -153,11 +151,12 @@ class EquilibriumPropagation(HopfieldRule):
         free = self.free_phase(drive)
         steps = options.nudged_steps
         plus = self.phase(drive, free.states, steps, self.nudged_update(targets, 1.0))
+        nudged = [plus]
         if options.nudging == "symmetric":
-            minus = self.phase(drive, free.states, steps, self.nudged_update(targets, -1.0))
-            low, minus_states, minus_residual = -beta, minus.states, minus.residual
+            nudged.append(self.phase(drive, free.states, steps, self.nudged_update(targets, -1.0)))
+            low, minus_states = -beta, nudged[1].states
         else:
-            low, minus_states, minus_residual = 0.0, free.states, 0.0
+            low, minus_states = 0.0, free.states
         base = 1.0 / ((beta - low) * inputs.shape[0])
         gamma, top = options.feedback_strength, self.relaxed_layers - 1
         scales = [base * gamma ** (index - top) for index in range(top + 1)]
@@ -167,12 +166,7 @@ class EquilibriumPropagation(HopfieldRule):
         if self.uses_readout:
             errors.append(self._write_readout_gradient(plus.states, minus_states, targets, low))
         output = self.predict(inputs, free.states)
-        scalars = {
-            "free_residual": free.residual,
-            "nudged_residual": max(plus.residual, minus_residual),
-            "free_steps_used": float(free.steps_used),
-            "nudged_steps_used": float(plus.steps_used),
-        }
+        scalars = {**phase_scalars("free", free), **phase_scalars("nudged", *nudged)}
         return StepRecord(self.loss(output, targets), output, tuple(errors), scalars)
 
     def _write_readout_gradient(self, plus, minus, targets: Tensor, low: float) -> Tensor:
@@ -187,9 +181,7 @@ class EquilibriumPropagation(HopfieldRule):
             grad = readout.weight_gradient(error, state)
             weight_grad = grad if weight_grad is None else weight_grad.add_(grad)
             error_sum = error if error_sum is None else error_sum.add_(error)
-        assign_gradient(readout.weight, weight_grad)
-        if readout.bias is not None:
-            assign_gradient(readout.bias, readout.bias_gradient(error_sum))
+        write_layer_update(readout, weight_grad, readout.bias_gradient(error_sum))
         return error_sum
 
     @torch.no_grad()

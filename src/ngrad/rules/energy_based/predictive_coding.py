@@ -7,13 +7,15 @@ Value nodes x_l (l = 1..L-1) stand for the pre-activations a_l; x_0 = x (the inp
 The output is clamped to the target through the loss with strength gamma (``output_clamping``):
 its error node holds eps_L = -gamma dL/dmu_L; with the squared error and gamma = 1 that is
 Whittington & Bogacz's eps_L = y - mu_L, the output value node clamped to y.
-- inference, T = ``steps`` gradient steps of size alpha = ``inference_rate`` on every hidden node
-  at once, from the feedforward pass (x_l = mu_l, so eps_l = 0 below the output):
+- inference, at most T = ``steps`` gradient steps of size alpha = ``inference_rate`` on every
+  hidden node at once, from the feedforward pass (x_l = mu_l, so eps_l = 0 below the output):
     x_l <- x_l - alpha dF/dx_l,      dF/dx_l = eps_l - f_l'(x_l) * (W_{l+1}^T eps_{l+1})
-  with backtracking: a step that would raise F (batch mean) is retried with alpha / 2 (and the
-  halved rate kept for the batch). It never fires while alpha < 2 / (curvature of F), so it
-  changes neither the dynamics there nor the equilibrium; it stops the divergence that otherwise
-  sets in once training has grown the weights past that bound.
+  stopping once max |dF/dx| / gamma <= ``tolerance`` for every sample (settled; / gamma makes the
+  residual an error in the loss's own units, as the errors scale with gamma). Backtracking: a
+  step that would raise F (batch mean) by more than its float rounding is retried with alpha / 2
+  (and the halved rate kept for the batch). It never fires while alpha < 2 / (curvature of F),
+  so it changes neither the dynamics there nor the equilibrium; it stops the divergence that
+  otherwise sets in once training has grown the weights past that bound.
 - learning, with the errors at the state the inference reached (Hebbian: post error x pre rate):
     grad W_l = dF/dW_l / (gamma N) = -(1/(gamma N)) sum_n eps_l f_{l-1}(x_{l-1})^T
     grad b_l = -(1/(gamma N)) sum_n eps_l
@@ -33,12 +35,7 @@ transport remains); each weight updates from its postsynaptic error and presynap
 dense and convolutional layers (through each layer's linear map and its adjoint), no autograd; the
 input's prediction W_1 x + b_1 is computed once per batch.
 
-Defaults (digits, 64-128-128-10 tanh): T = 8, alpha = 0.2, gamma = 1. Plain gradient descent on
-F is stable while alpha < 2 / (largest curvature of F), about (1 + f' |W_{l+1}|)^2: at alpha = 0.5
-it is stable at initialisation, then diverges once training has grown the weights (F rising
-after the third step); at 0.2 F falls at every step on digits. On MNIST (784-256-256-10,
-gamma = 0.1, T = 20) even 0.2 diverged in epoch 8 without the backtracking, and the 1 / gamma
-scale of the update turned that into a collapse of the network.
+The options, their defaults and the measurements behind them: docs/energy_based.md.
 """
 
 from __future__ import annotations
@@ -52,10 +49,10 @@ from torch import Tensor
 from ngrad.nn.losses import Loss
 from ngrad.nn.network import ForwardTrace, Network
 from ngrad.options import check_bounds
-from ngrad.rules.base import LearningRule, StepRecord, assign_gradient
+from ngrad.rules.base import LearningRule, StepRecord, write_layer_update
 from ngrad.rules.energy_based.energy import bottom_up
 
-__all__ = ["InferenceState", "PredictiveCoding", "free_energy", "prediction_errors"]
+__all__ = ["Inference", "InferenceState", "PredictiveCoding", "free_energy", "prediction_errors"]
 
 
 @dataclass(frozen=True)
@@ -133,16 +130,56 @@ def state_gradients(network: Network, state: InferenceState) -> list[Tensor]:
 
 
 MAX_HALVINGS = 8  # of the inference rate within one step
+ROUNDING_SLACK = 64  # F may rise by this many machine epsilons x |F| (its float rounding) unchecked
 
 
 @dataclass(frozen=True)
 class PredictiveCodingOptions:
-    steps: int = 8  # T
-    inference_rate: float = 0.2  # alpha (stable while alpha < 2 / largest curvature of F)
-    output_clamping: float = 1.0  # gamma; 1 = the target clamped, -> 0 = weak clamping (-> BP)
+    steps: int = 8  # T, the most inference steps
+    inference_rate: float = 0.2  # alpha, the inference step size (stable below 2 / curvature of F)
+    output_clamping: float = 0.1  # gamma, the output's pull to the target: 1 clamps it fully,
+    #     -> 0 is weak clamping, where the update tends to backprop's gradient
+    tolerance: float = 1e-3  # the inference stops once no |dF/dx| / gamma exceeds this
+    #     (0: it runs all its steps)
 
     def __post_init__(self) -> None:
-        check_bounds(self, positive=("inference_rate", "output_clamping"), non_negative=("steps",))
+        check_bounds(
+            self,
+            positive=("inference_rate", "output_clamping"),
+            non_negative=("steps", "tolerance"),
+        )
+
+
+@dataclass(frozen=True)
+class Inference:
+    """One batch's inference: the feedforward pass it started from, every state it visited
+    (index 0: the start), how often it halved the rate, and its residual: the largest
+    |dF/dx| / gamma it last measured (at the final state when it stopped by the tolerance, at the
+    state before its last step when the steps ran out), with the fraction of samples within the
+    tolerance there."""
+
+    trace: ForwardTrace
+    visited: list[InferenceState]
+    rate_halvings: int
+    residual: float
+    settled_fraction: float
+
+    def scalars(self) -> dict[str, float]:
+        """What a StepRecord reports of the inference."""
+        return {
+            "inference_residual": self.residual,
+            "inference_settled_fraction": self.settled_fraction,
+            "inference_steps_used": float(len(self.visited) - 1),
+            "rate_halvings": float(self.rate_halvings),
+        }
+
+
+def residual(gradients: Sequence[Tensor], state: InferenceState, clamping: float) -> Tensor:
+    """max |dF/dx_l| / gamma over every hidden node, per sample (``gradients``: the state's)."""
+    largest = state.top_prediction.new_zeros(state.top_prediction.shape[0])
+    for gradient in gradients:
+        largest = torch.maximum(largest, gradient.abs().flatten(1).amax(1))
+    return largest.div_(clamping)
 
 
 class PredictiveCoding(LearningRule):
@@ -152,18 +189,25 @@ class PredictiveCoding(LearningRule):
     Options = PredictiveCodingOptions
 
     @torch.no_grad()
-    def infer(self, inputs: Tensor, targets: Tensor) -> tuple[ForwardTrace, list[InferenceState]]:
-        """Run the inference from the feedforward pass; returns it and every state visited. A
-        step that would raise F (the batch mean) is retried with half the rate, for the rest of
-        the batch too (at most ``MAX_HALVINGS`` times per step; then the state stays put)."""
+    def infer(self, inputs: Tensor, targets: Tensor) -> Inference:
+        """Run the inference from the feedforward pass until it settles or its steps run out. A
+        step that would raise F (the batch mean) beyond rounding is retried with half the rate,
+        for the rest of the batch too (at most ``MAX_HALVINGS`` times per step; then the state
+        stays put)."""
         options, network, loss = self.options, self.network, self.loss
         clamping, rate = options.output_clamping, options.inference_rate
         trace = network.trace(inputs)
         state = feedforward_state(network, trace, loss, targets, clamping)
         energy = free_energy(state, network, loss, targets, clamping)
-        visited, self.rate_halvings = [state], 0
-        for _ in range(options.steps):
+        rounding = ROUNDING_SLACK * torch.finfo(inputs.dtype).eps
+        visited, halvings = [state], 0
+        largest = inputs.new_full((inputs.shape[0],), float("inf"))
+        for step in range(options.steps):
             gradients = state_gradients(network, state)
+            if options.tolerance > 0 or step == options.steps - 1:
+                largest = residual(gradients, state, clamping)
+                if options.tolerance > 0 and float(largest.max()) <= options.tolerance:
+                    break
             for _attempt in range(MAX_HALVINGS + 1):
                 values = [
                     value.sub(gradient, alpha=rate)
@@ -173,45 +217,41 @@ class PredictiveCoding(LearningRule):
                     network, loss, trace.pre_activations[0], values, targets, clamping
                 )
                 candidate_energy = free_energy(candidate, network, loss, targets, clamping)
-                if candidate_energy <= energy + 1e-10 * abs(energy):
+                if candidate_energy <= energy + rounding * abs(energy):
                     state, energy = candidate, candidate_energy
                     break
-                rate, self.rate_halvings = rate / 2, self.rate_halvings + 1
+                rate, halvings = rate / 2, halvings + 1
             visited.append(state)
-        return trace, visited
+        settled = float((largest <= options.tolerance).sum()) / inputs.shape[0]
+        return Inference(trace, visited, halvings, float(largest.max()), settled)
 
     @torch.no_grad()
     def backward(self, inputs: Tensor, targets: Tensor) -> StepRecord:
-        trace, visited = self.infer(inputs, targets)
-        state = visited[-1]
+        inference = self.infer(inputs, targets)
+        state = inference.visited[-1]
         scale = -1.0 / (self.options.output_clamping * inputs.shape[0])
         rates = [inputs, *state.rates]
         errors = []
         for layer, error, rate in zip(self.network.layers, state.errors, rates, strict=True):
             delta = error.mul(scale)  # the rule's estimate of dL/da_l
-            assign_gradient(layer.weight, layer.weight_gradient(delta, rate))
-            if layer.bias is not None:
-                assign_gradient(layer.bias, layer.bias_gradient(delta))
+            weight_update = layer.weight_gradient(delta, rate)
+            write_layer_update(layer, weight_update, layer.bias_gradient(delta))
             errors.append(delta)
-        output = trace.output
-        return StepRecord(self.loss(output, targets), output, tuple(errors))
+        output = inference.trace.output
+        loss = self.loss(output, targets)
+        return StepRecord(loss, output, tuple(errors), inference.scalars())
 
     def diagnose(self, inputs: Tensor, targets: Tensor) -> dict[str, float | list[float]]:
-        """Free energy and the largest |dF/dx| at every inference step (index 0: the start)."""
+        """Free energy and the largest |dF/dx| / gamma at every inference step (index 0: the
+        start)."""
         clamping = self.options.output_clamping
         with torch.no_grad():
-            _, visited = self.infer(inputs, targets)
+            visited = self.infer(inputs, targets).visited
             energies = [
                 free_energy(state, self.network, self.loss, targets, clamping) for state in visited
             ]
             residuals = [
-                max((float(g.abs().max()) for g in state_gradients(self.network, s)), default=0.0)
-                for s in visited
+                float(residual(state_gradients(self.network, state), state, clamping).max())
+                for state in visited
             ]
-        return {
-            "energy_by_step": energies,
-            "residual_by_step": residuals,
-            "final_residual": residuals[-1],
-            "steps_used": float(len(visited) - 1),
-            "rate_halvings": float(self.rate_halvings),
-        }
+        return {"energy_by_step": energies, "residual_by_step": residuals}
