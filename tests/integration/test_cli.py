@@ -70,6 +70,7 @@ def test_train_writes_every_output(tmp_path, capsys):
     assert summary["status"] == "completed" and summary["best_epoch"] in (1, 2)
 
 
+@pytest.mark.slow
 def test_same_seed_same_metrics(tmp_path):
     for run in ("a", "b"):
         args = ["train", "--rule", "brsf", "--seed", "3", "--out", str(tmp_path / run), *FAST]
@@ -124,6 +125,7 @@ def test_tensorboard_logs(tmp_path):
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
 
 
+@pytest.mark.slow
 def test_compare_writes_results_table_and_plots(tmp_path, capsys):
     out = tmp_path / "cmp"
     args = ["compare", "--rules", "fa,dfa", "--seeds", "2", "--out", str(out), *FAST]

@@ -80,6 +80,7 @@ def test_check_reports_every_property_passing(capsys, rule):
     assert out.count(f"\n{rule} ") >= 4
 
 
+@pytest.mark.slow
 def test_compare_times_the_energy_rules_against_bp(tmp_path, capsys):
     out = tmp_path / "cmp"
     args = ["compare", "--rules", "ep,pc", "--seeds", "1", "--out", str(out), *FAST]

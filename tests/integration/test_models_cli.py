@@ -279,6 +279,7 @@ def test_a_rule_that_cannot_train_the_model_says_so_in_one_line(cifar, tmp_path,
     _one_error_line(capsys.readouterr().err, f"rule {rule!r} cannot train model 'lenet': ", reason)
 
 
+@pytest.mark.slow
 def test_images_stream_to_the_model_in_their_shape(cifar, module_rule, tmp_path):
     values = {
         "rule": module_rule.name,
@@ -393,6 +394,7 @@ def test_compare_chooses_the_rules_that_train_another_model(cifar, capsys):
 
 
 # ---------------------------------------------------------------- user factories -----------
+@pytest.mark.slow
 def test_a_user_factory_beside_the_user_resolves_under_the_ngrad_command(tmp_path):
     script = shutil.which("ngrad", path=str(Path(sys.executable).parent))
     if script is None:

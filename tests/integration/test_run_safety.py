@@ -128,6 +128,7 @@ def test_a_lock_left_by_a_killed_process_does_not_block(tmp_path, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.slow
 def test_kill_9_during_training_then_resume_gives_the_uninterrupted_result(runs, tmp_path):
     out = tmp_path / "killed"
     args = ["--rule", "fa", "--batch-size", "4", *FLAGS[:-1]]

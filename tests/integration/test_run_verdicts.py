@@ -152,6 +152,7 @@ def test_compare_rejects_repeated_or_empty_rule_lists(rules, fragment, tmp_path,
     assert not (out / "runs").exists()
 
 
+@pytest.mark.slow
 def test_compare_continues_after_ctrl_c_and_keeps_finished_runs(tmp_path, capsys, monkeypatch):
     out = tmp_path / "cmp"
     args = ["compare", "--rules", "fa", "--seeds", "1", "--out", str(out), *FLAGS]

@@ -74,6 +74,7 @@ def test_mnist1d_splits(mnist1d_splits: DataSplits) -> None:
     assert everything.std().item() == pytest.approx(1.0, abs=1e-2)
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("_keep_global_rng")
 def test_mnist1d_is_deterministic_disjoint_and_side_effect_free(
     mnist1d_splits: DataSplits,

@@ -263,6 +263,7 @@ def test_ceiling_of_responses_that_do_not_vary_is_an_error_and_noise_gives_no_no
     assert math.isnan(result.attenuation_corrected) and math.isnan(result.explained_variance)
 
 
+@pytest.mark.slow
 def test_public_names_and_a_layout_without_cycles():
     """ngrad.similarity keeps every measure (predictivity re-exported from its own module), and
     each analysis, plot and command module imports on its own without importing ngrad.cli
