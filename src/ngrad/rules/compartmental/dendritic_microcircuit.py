@@ -20,7 +20,7 @@ sides of its synapse and the potentials of its own neuron (local):
     basal (Urbanczik-Senn)   Delta W_l    ~ (f(u_l) - f(v^_B,l)) r_{l-1}^T
     pyramid -> interneuron   Delta W^IP_l ~ (f(u^I_l) - f(v^_I,l)) r_l^T
     interneuron -> pyramid   Delta W^PI_l ~ -v_A,l r^I_l^T          (drives the apical to rest, 0)
-    top-down (learned)       Delta B_l    ~ (f(u_l) - f(B_l r_{l+1})) r_{l+1}^T
+    top-down (learned)       Delta B_l    ~ (f(u_l) - f(B_l r_{l+1})) r_{l+1}^T   (interneurons.py)
 
 Self-predicting state: W^IP_l = W_{l+1}, b^I_l = b_{l+1}, W^PI_l = -B_l. The interneurons then
 cancel the top-down input exactly (v_A = 0 without a teacher) and nothing drifts. With a teacher
@@ -31,25 +31,15 @@ random), with c = (g_A / g_tot)(1 - lambda_I) per layer crossed.
 Sacramento, Costa, Bengio & Senn (2018). Dendritic cortical microcircuits approximate the
 backpropagation algorithm. NeurIPS 31.
 
-ngrad's reading. Rate-based, vectorised over the batch, integrated with exponential Euler steps
-(``dt``): a forward phase without teacher (``forward_steps``) that starts where one bottom-up sweep
-leaves the circuit (each soma at its basal prediction, each interneuron at its dendritic one), then
-a teaching phase (``teaching_steps``) from where it ended. Plasticity is read out once per phase:
-forward and pyramid -> interneuron synapses at the end of the teaching phase, interneuron ->
-pyramid (and learned top-down) synapses at the end of the forward phase. W_l is the paper's W^PP_l
-times g_B / (g_lk + g_B + g_A), so in the self-predicting state the network's feedforward pass is
-the circuit's forward state, and ``forward`` is that pass.
-
-Updates are divided by lambda_out N, which makes the output layer's BP's gradient; a hidden layer's
-is then c^{L-l} times BP's, and ``depth_compensation`` names the layers that also divide by
-c^{L-l}. Interneurons that predict layer l + 1 are divided by lambda_I times that layer's factor,
-so that, nudged by the same teacher, they take the same step as the synapses they predict.
-Interneuron -> pyramid and learned top-down synapses learn as normalised least-squares filters
-(step / (1 + mean |r|^2)). Interneuron synapses are the rule's feedback parameters, so
-``--feedback-lr`` changes their rate. The interneurons start in the self-predicting state;
-:meth:`~DendriticMicrocircuit.randomise_interneurons` and :meth:`~DendriticMicrocircuit.pretrain`
-(the paper's phase without teacher) show them reaching it. Settings and their trade-offs:
-``docs/compartmental.md``.
+ngrad's reading. Rate-based, vectorised over the batch, exponential Euler steps (``dt``): a forward
+phase without teacher (``forward_steps``) from its fixed point in the self-predicting state, then a
+teaching phase (``teaching_steps``). W_l is the paper's W^PP_l times g_B / (g_lk + g_B + g_A), so
+``forward`` (the feedforward pass) is the circuit's forward state. Updates are divided by
+lambda_out N (the output's is BP's gradient; a hidden layer's c^{L-l} times BP's, see
+``depth_compensation`` and ``hidden_rate``). Learned interneurons copy the teacher-induced step
+of the synapses they predict (``.grad``) and remove what they still mispredict with their own
+momentum-free normalised steps; ``interneurons="ideal"`` resets them to the self-predicting state
+at every batch. Settings and trade-offs: ``docs/compartmental.md``.
 """
 
 from __future__ import annotations
@@ -69,7 +59,6 @@ from ngrad.rules.base import (
     FeedbackPair,
     LearningRule,
     StepRecord,
-    assign_gradient,
     write_layer_update,
 )
 from ngrad.rules.compartmental.compartments import (
@@ -80,7 +69,11 @@ from ngrad.rules.compartmental.compartments import (
     teacher_potential,
     unsupported_network_reason,
 )
-from ngrad.rules.compartmental.interneurons import Interneurons
+from ngrad.rules.compartmental.interneurons import (
+    Interneurons,
+    residue_ratio,
+    write_top_down_updates,
+)
 from ngrad.rules.feedback import random_feedback
 
 __all__ = ["DendriticMicrocircuit"]
@@ -101,22 +94,17 @@ class MicrocircuitOptions:
     teaching_steps: int = 8  # steps of the phase with the teacher nudging the output
     top_down: Literal["fixed", "learned"] = "fixed"  # top-down weights B: fixed random or learned
     init: Init = "pytorch"  # how the top-down weights B are drawn
-    interneuron_rate: float = 1.0  # interneuron learning rate relative to the optimiser's
+    interneurons: Literal["learned", "ideal"] = "learned"  # ideal: reset to W^IP=W_(l+1), W^PI=-B
+    interneuron_rate: float = 1.5  # eta_I, normalised (NLMS) step of the interneurons, below 2
     top_down_rate: float = 0.01  # learned top-down (least-squares) rate relative to the optimiser's
     depth_compensation: DepthCompensation = "none"  # layers also divided by c^(L-l), to BP's size
+    hidden_rate: float = 1.0  # hidden / output learning rate ratio (the paper: one rate per layer)
 
     def __post_init__(self) -> None:
+        rates = ("interneuron_rate", "top_down_rate", "hidden_rate")
         check_bounds(
             self,
-            positive=(
-                "g_basal",
-                "g_apical",
-                "g_dendrite",
-                "g_soma",
-                "dt",
-                "interneuron_rate",
-                "top_down_rate",
-            ),
+            positive=("g_basal", "g_apical", "g_dendrite", "g_soma", "dt", *rates),
             non_negative=("g_leak",),
             at_least_one=("forward_steps", "teaching_steps"),
         )
@@ -217,20 +205,12 @@ class DendriticMicrocircuit(LearningRule):
         dendrite = self.interneurons.dendrites(rates[1:-1])
         return _Readout(rates, basal, apical, dendrite, interneuron_rates)
 
-    def _relax(
-        self,
-        inputs: Tensor,
-        state: _CircuitState,
-        steps: int,
-        teacher: Tensor | None,
-        visited: list[_CircuitState] | None = None,
-    ) -> tuple[_CircuitState, _Readout]:
-        """``steps`` exponential-Euler steps from ``state``; ``visited`` collects every state."""
+    def _relax(self, inputs, state, read, steps, teacher, drive, visited=None):
+        """``steps`` exponential-Euler steps from ``state`` (``read`` its readout, ``drive`` the
+        first layer's basal input); returns the last state and its readout; ``visited``
+        collects every state."""
         k = self._constants()
-        first = self.network.layers[0]
-        drive = F.linear(inputs.flatten(1), first.weight, first.bias)  # cached for every step
         for _ in range(steps):
-            read = self._read(inputs, state, drive)
             soma = [
                 torch.lerp(u, torch.add(basal, apical, alpha=k["apical_share"]), k["hidden_rate"])
                 for u, basal, apical in zip(state.soma[:-1], read.basal, read.apical, strict=False)
@@ -248,38 +228,56 @@ class DendriticMicrocircuit(LearningRule):
                 )
             ]
             state = _CircuitState(soma, interneuron)
+            read = self._read(inputs, state, drive)
             if visited is not None:
                 visited.append(state)
-        return state, self._read(inputs, state, drive)
+        return state, read
 
-    def _bottom_up(self, inputs: Tensor) -> _CircuitState:
-        """Where the forward phase starts: each soma at its basal prediction (the input swept
-        up the hierarchy once), each interneuron at its dendritic prediction."""
+    def _bottom_up(self, inputs: Tensor) -> tuple[_CircuitState, _Readout]:
+        """Where the forward phase starts, and its readout: each soma at its basal prediction
+        (the input swept up the hierarchy once), each interneuron at its fixed point given those
+        somata, v^_I + lambda_I (u_{l+1} - v^_I): with the apical cancelled, the forward phase's
+        fixed point itself. The sweep's potentials are the readout's basal ones."""
         trace = self.network.trace(inputs)
-        interneuron = self.interneurons.dendrites(trace.activities[1:-1])
-        return _CircuitState(list(trace.pre_activations), interneuron)
+        nudge, upper = self._constants()["interneuron_nudge"], list(self.network.layers)[1:]
+        dendrites = self.interneurons.dendrites(trace.activities[1:-1])
+        somata = list(trace.pre_activations)
+        interneuron = [torch.lerp(v, u, nudge) for v, u in zip(dendrites, somata[1:], strict=True)]
+        rates = [a.flatten(1) for a in trace.activities]
+        interneuron_rates = [
+            layer.activation(u) for layer, u in zip(upper, interneuron, strict=True)
+        ]
+        apical = self.interneurons.apical(rates[2:], interneuron_rates, self.feedback_matrices())
+        read = _Readout(rates, somata, apical, dendrites, interneuron_rates)
+        return _CircuitState(somata, interneuron), read
 
     def _phases(self, inputs: Tensor, targets: Tensor | None, visited=None):
-        start = self._bottom_up(inputs)
-        state, forward = self._relax(inputs, start, self.options.forward_steps, None, visited)
+        start, read = self._bottom_up(inputs)
+        drive, o = read.basal[0], self.options  # W_1 x + b_1, the same at every step
+        state, forward = self._relax(inputs, start, read, o.forward_steps, None, drive, visited)
         if targets is None:
             return state, forward, None, None
         teacher = teacher_potential(self.loss, state.soma[-1], targets)
         taught_state, taught = self._relax(
-            inputs, state, self.options.teaching_steps, teacher, visited
+            inputs, state, forward, o.teaching_steps, teacher, drive, visited
         )
         return state, forward, taught_state, taught
 
     # -- plasticity ----------------------------------------------------------------------------
     def _layer_scales(self, batch: int) -> list[float]:
-        """lambda_out N, times c^{L-l} for the layers ``depth_compensation`` names."""
+        """lambda_out N, times c^{L-l} for the layers ``depth_compensation`` names, divided by
+        ``hidden_rate`` for the hidden layers."""
         k = self._constants()
         per_layer = k["apical_share"] * (1.0 - k["interneuron_nudge"])
         count = len(self.network.layers)
         scale = k["output_nudge"] * batch
         mode = self.options.depth_compensation
         compensated = [mode == "all" or (mode == "first_layer" and i == 0) for i in range(count)]
-        return [scale * per_layer ** ((count - 1 - i) * c) for i, c in enumerate(compensated)]
+        rates = [self.options.hidden_rate] * (count - 1) + [1.0]
+        return [
+            scale * per_layer ** ((count - 1 - i) * c) / rate
+            for i, (c, rate) in enumerate(zip(compensated, rates, strict=True))
+        ]
 
     def _write_forward_updates(
         self, state: _CircuitState, read: _Readout, scales: list[float]
@@ -295,39 +293,28 @@ class DendriticMicrocircuit(LearningRule):
             errors.append(error)
         return errors
 
-    def _write_prediction_updates(
-        self, state: _CircuitState, read: _Readout, normalised: bool
-    ) -> None:
-        """Pyramid -> interneuron synapses learn to predict the upper layer's soma: with a
-        teacher at the upper layer's rate divided by lambda_I (nudged by the same teacher, they
-        move with the synapses they predict); without one (``normalised``) as a normalised
-        least-squares filter. Both readouts must come from settled phases: a lagging interneuron
-        soma, amplified by the upper layer's rate, makes the tracking unstable."""
-        k, batch = self._constants(), read.rates[0].shape[0]
-        nudge, layers = k["interneuron_nudge"], self.network.layers
-        mismatches, factors = [], []
-        for i, (u, v) in enumerate(zip(state.interneuron, read.interneuron_dendrite, strict=True)):
-            mismatches.append(layers[i + 1].activation(u) - layers[i + 1].activation(v))
-            if normalised:
-                scale = nudge * batch * input_power(read.rates[i + 1])
-            else:
-                scale = nudge * self._layer_scales(batch)[i + 1]
-            factors.append(-self.options.interneuron_rate / scale)
-        self.interneurons.write_prediction_updates(mismatches, read.rates[1:-1], factors)
+    def _learn_interneurons(self, forward_state, forward: _Readout, state, read, scales) -> None:
+        """Learned interneurons, after a batch with teacher: the teacher-induced part of the
+        pyramid -> interneuron mismatch goes to ``.grad`` at the predicted layer's scale (nudged
+        by the same teacher, they move with the synapses they predict); the forward phase's
+        mismatch and apical residue are removed by the interneurons' own normalised,
+        momentum-free steps (``interneuron_rate``), applied in place."""
+        nudge, upper = self._constants()["interneuron_nudge"], list(self.network.layers)[1:]
+        taught = self.interneurons.mismatches(upper, state.interneuron, read.interneuron_dendrite)
+        untaught = self.interneurons.mismatches(
+            upper, forward_state.interneuron, forward.interneuron_dendrite
+        )
+        factors = [-1.0 / (nudge * scale) for scale in scales[1:]]
+        changes = [t - u for t, u in zip(taught, untaught, strict=True)]
+        self.interneurons.write_prediction_updates(changes, read.rates[1:-1], factors)
+        rates, step = forward.interneuron_rates, self.options.interneuron_rate
+        self.interneurons.track(untaught, forward.rates[1:-1], forward.apical, rates, step, nudge)
 
-    def _write_cancellation_updates(self, state: _CircuitState, read: _Readout) -> None:
-        """Interneuron -> pyramid synapses drive the apical to rest; learned top-down synapses
-        predict the lower soma."""
-        rate = self.options.interneuron_rate
-        self.interneurons.write_cancellation_updates(read.apical, read.interneuron_rates, rate)
+    def _write_top_down_updates(self, state: _CircuitState, read: _Readout) -> None:
+        """Learned top-down synapses predict the lower soma (normalised least squares)."""
         if self.options.top_down == "learned":
-            batch = read.rates[0].shape[0]
-            for i, top_down in enumerate(self.feedback):
-                f = self.network.layers[i].activation
-                presynaptic = read.rates[i + 2]
-                mismatch = f(state.soma[i]) - f(presynaptic @ top_down)
-                step = -self.options.top_down_rate / (batch * input_power(presynaptic))
-                assign_gradient(top_down, presynaptic.t() @ mismatch * step)
+            layers, rate = self.network.layers, self.options.top_down_rate
+            write_top_down_updates(self.feedback, layers, state.soma, read.rates, rate)
 
     def _series(self, forward: _Readout, taught: _Readout | None, state) -> dict[str, list]:
         read = taught if taught is not None else forward
@@ -348,18 +335,17 @@ class DendriticMicrocircuit(LearningRule):
 
     @torch.no_grad()
     def backward(self, inputs: Tensor, targets: Tensor) -> StepRecord:
+        if self.options.interneurons == "ideal":
+            self.make_self_predicting()
         state, forward, taught_state, taught = self._phases(inputs, targets)
-        self._write_prediction_updates(taught_state, taught, normalised=False)
-        self._write_cancellation_updates(state, forward)
         scales = self._layer_scales(inputs.shape[0])
         errors = self._write_forward_updates(taught_state, taught, scales)
+        self._write_top_down_updates(state, forward)
+        if self.options.interneurons == "learned":
+            self._learn_interneurons(state, forward, taught_state, taught, scales)
         output = state.soma[-1]
         series = self._series(forward, taught, state)
-        leftover = sum(float(a.pow(2).sum()) for a in forward.apical)
-        teaching = sum(
-            float((t - a).pow(2).sum()) for t, a in zip(taught.apical, forward.apical, strict=True)
-        )
-        scalars = {"apical_residue_ratio": (leftover / teaching) ** 0.5 if teaching else 0.0}
+        scalars = {"apical_residue_ratio": residue_ratio(forward.apical, taught.apical)}
         return StepRecord(self.loss(output, targets), output, tuple(errors), scalars, series)
 
     @torch.no_grad()
@@ -369,8 +355,20 @@ class DendriticMicrocircuit(LearningRule):
         Without a teacher there is no BP scale to match: forward synapses take (f(u) - f(v^_B))
         r^T / N, interneuron synapses normalised least-squares steps."""
         state, forward, _, _ = self._phases(inputs, None)
-        self._write_prediction_updates(state, forward, normalised=True)
-        self._write_cancellation_updates(state, forward)
+        nudge, batch = self._constants()["interneuron_nudge"], inputs.shape[0]
+        factors = [
+            -self.options.interneuron_rate / (nudge * batch * input_power(rates))
+            for rates in forward.rates[1:-1]
+        ]
+        upper = list(self.network.layers)[1:]
+        mismatches = self.interneurons.mismatches(
+            upper, state.interneuron, forward.interneuron_dendrite
+        )
+        self.interneurons.write_prediction_updates(mismatches, forward.rates[1:-1], factors)
+        self.interneurons.write_cancellation_updates(
+            forward.apical, forward.interneuron_rates, self.options.interneuron_rate
+        )
+        self._write_top_down_updates(state, forward)
         unscaled = [float(inputs.shape[0])] * len(forward.basal)
         self._write_forward_updates(state, forward, unscaled)
         return self._series(forward, None, state)

@@ -29,7 +29,7 @@ from ngrad.nn.layers import Layer
 from ngrad.rules.base import assign_gradient
 from ngrad.rules.compartmental.compartments import input_power
 
-__all__ = ["Interneurons"]
+__all__ = ["Interneurons", "residue_ratio", "write_top_down_updates"]
 
 
 class Interneurons(nn.Module):
@@ -85,6 +85,16 @@ class Interneurons(nn.Module):
             )
         ]
 
+    @staticmethod
+    def mismatches(
+        upper_layers: Sequence[Layer], somata: Sequence[Tensor], dendrites: Sequence[Tensor]
+    ) -> list[Tensor]:
+        """f(u^I_l) - f(v^_I,l) per population, f the predicted layer's activation."""
+        return [
+            layer.activation(u) - layer.activation(v)
+            for layer, u, v in zip(upper_layers, somata, dendrites, strict=True)
+        ]
+
     def write_prediction_updates(
         self, mismatches: Sequence[Tensor], hidden_rates: Sequence[Tensor], factors: list[float]
     ) -> None:
@@ -95,6 +105,28 @@ class Interneurons(nn.Module):
             assign_gradient(self.pyramid_to_interneuron[i], gradient)
             assign_gradient(self.bias[i], mismatch.sum(dim=0) * factor)
 
+    @torch.no_grad()
+    def track(
+        self,
+        mismatches: Sequence[Tensor],
+        hidden_rates: Sequence[Tensor],
+        apical: Sequence[Tensor],
+        rates: Sequence[Tensor],
+        step: float,
+        nudge: float,
+    ) -> None:
+        """The interneurons' own momentum-free normalised least-squares steps, applied in place
+        from a phase without teacher: W^IP_l += step (f(u^I_l) - f(v^_I,l)) r_l^T / (lambda_I N
+        (1 + mean |r_l|^2)) (the nudge lambda_I divided out, so ``step`` is the fraction of the
+        prediction error removed) and W^PI_l -= step v_A,l r^I_l^T / (N (1 + mean |r^I_l|^2))."""
+        for i, (mismatch, presynaptic) in enumerate(zip(mismatches, hidden_rates, strict=True)):
+            scale = step / (nudge * presynaptic.shape[0] * input_power(presynaptic))
+            self.pyramid_to_interneuron[i].add_(mismatch.t() @ presynaptic, alpha=scale)
+            self.bias[i].add_(mismatch.sum(dim=0), alpha=scale)
+        for i, (potential, presynaptic) in enumerate(zip(apical, rates, strict=True)):
+            scale = step / (presynaptic.shape[0] * input_power(presynaptic))
+            self.interneuron_to_pyramid[i].sub_(presynaptic.t() @ potential, alpha=scale)
+
     def write_cancellation_updates(
         self, apical: Sequence[Tensor], rates: Sequence[Tensor], rate: float
     ) -> None:
@@ -104,3 +136,31 @@ class Interneurons(nn.Module):
             gradient = presynaptic.t() @ potential
             gradient *= rate / (presynaptic.shape[0] * input_power(presynaptic))
             assign_gradient(self.interneuron_to_pyramid[i], gradient)
+
+
+def residue_ratio(forward_apical: Sequence[Tensor], taught_apical: Sequence[Tensor]) -> float:
+    """RMS of the apical potential left over in the forward phase (what the interneurons fail to
+    cancel) over RMS of the teaching phase's apical deflection, all hidden layers together."""
+    leftover = sum(float(a.pow(2).sum()) for a in forward_apical)
+    teaching = sum(
+        float((t - a).pow(2).sum()) for t, a in zip(taught_apical, forward_apical, strict=True)
+    )
+    return (leftover / teaching) ** 0.5 if teaching else 0.0
+
+
+def write_top_down_updates(
+    feedback: Sequence[Tensor],
+    layers: Sequence[Layer],
+    somata: Sequence[Tensor],
+    rates: Sequence[Tensor],
+    rate: float,
+) -> None:
+    """Learned top-down synapses predict the lower soma, as a normalised least-squares filter:
+    Delta B_l = rate (f(u_l) - f(r_{l+1} B_l))^T r_{l+1} / (N (1 + mean |r_{l+1}|^2)), written
+    negated into ``.grad`` (``rates`` r_0..r_L, ``somata`` u_1..u_L)."""
+    for i, top_down in enumerate(feedback):
+        f = layers[i].activation
+        presynaptic = rates[i + 2]
+        mismatch = f(somata[i]) - f(presynaptic @ top_down)
+        step = -rate / (presynaptic.shape[0] * input_power(presynaptic))
+        assign_gradient(top_down, presynaptic.t() @ mismatch * step)
