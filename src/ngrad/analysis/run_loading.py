@@ -158,8 +158,7 @@ def load_representations(
     from tqdm.auto import tqdm
 
     from ngrad.data import load_dataset
-    from ngrad.train.loop import load_run_config
-    from ngrad.train.runs import load_run
+    from ngrad.train.runs import load_run, load_run_config
 
     configs = {path: load_run_config(path) for path in run_dirs}
     _check_one_experiment(configs)

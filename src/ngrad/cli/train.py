@@ -50,7 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ngrad.train.config import make_config
-    from ngrad.train.loop import load_run_config, run_training
+    from ngrad.train.loop import run_training
+    from ngrad.train.runs import load_run_config
 
     if args.resume:
         config = _resumed_config(args, load_run_config(args.resume))

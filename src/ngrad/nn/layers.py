@@ -1,6 +1,6 @@
 """Layers a learning rule can see: one affine map and an elementwise activation each.
 
-Notation (REFERENCES.md): h_0 = x; a_l = W_l h_{l-1} + b_l; h_l = f(a_l); l = 1..L.
+Notation (docs/notation.md): h_0 = x; a_l = W_l h_{l-1} + b_l; h_l = f(a_l); l = 1..L.
 
 A :class:`Network` is a list of :class:`Layer` objects. Each layer is one affine map followed by an
 elementwise activation and exposes the three linear-algebra pieces every credit-assignment rule is
@@ -22,7 +22,7 @@ from torch.nn import functional as F
 
 from ngrad.nn.activations import Activation, get_activation
 from ngrad.nn.init import initialise_
-from ngrad.nn.validation import check_size
+from ngrad.nn.sizes import check_size
 
 __all__ = ["Conv2dLayer", "DenseLayer", "Layer"]
 

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from ngrad.nn.activations import Activation
 from ngrad.nn.layers import Conv2dLayer, DenseLayer, Layer
-from ngrad.nn.validation import check_size
+from ngrad.nn.sizes import check_size
 
 __all__ = ["ForwardTrace", "Network", "convnet", "mlp"]
 

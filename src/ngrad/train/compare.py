@@ -37,12 +37,13 @@ from ngrad.train import integrity
 from ngrad.train.build import build_network, unsupported_reason
 from ngrad.train.checkpoint import StorageError, atomic_write_text, to_json
 from ngrad.train.config import TrainConfig, make_config
-from ngrad.train.loop import load_run_config, prepare_output_dir, run_training
+from ngrad.train.loop import prepare_output_dir, run_training
 from ngrad.train.runs import (
     LOCK_NAME,
     RUN_FILES,
     RunLock,
     is_temporary,
+    load_run_config,
     note,
     read_metrics,
     remove_files,

@@ -20,7 +20,6 @@ files unless ``overwrite`` is set. docs/runs.md describes the directory, resumin
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,11 +35,12 @@ from ngrad.train.checkpoint import (
     load_checkpoint,
     to_json,
 )
-from ngrad.train.config import TrainConfig, make_config
+from ngrad.train.config import TrainConfig
 from ngrad.train.runs import (
     RUN_FILES,
     RunLock,
     claim_directory,
+    load_run_config,
     note,
     read_metrics,
     record_environment,
@@ -243,25 +243,3 @@ def _finish(run: TrainingSession, summary: dict[str, Any], failing: bool) -> Non
     finally:
         if run.writer is not None:
             run.writer.close()
-
-
-def load_run_config(out_dir: str | Path, device: str | None = None) -> TrainConfig:
-    """The configuration saved in a run directory (for ``--resume``); ``device`` overrides the
-    saved one (to inspect on a CPU a run trained on a GPU)."""
-    path = Path(out_dir) / "config.json"
-    hint = "restore it from a copy, or start the run again with --overwrite"
-    try:
-        values = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise NgradError(f"{str(out_dir)!r} is not a run directory: no config.json") from None
-    except UnicodeDecodeError:
-        raise NgradError(f"{str(path)!r} is damaged (not text); {hint}") from None
-    except json.JSONDecodeError as error:
-        raise NgradError(f"{str(path)!r} is damaged ({error}); {hint}") from None
-    except OSError as error:
-        raise NgradError(f"cannot read {str(path)!r}: {error.strerror}") from None
-    if not isinstance(values, dict):
-        raise NgradError(f"{str(path)!r} is damaged (not a table of settings); {hint}")
-    if device is not None:
-        values["device"] = device
-    return make_config(values, owner=str(path))

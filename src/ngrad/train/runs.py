@@ -27,8 +27,9 @@ from typing import Any
 from ngrad.data import DataSplits, load_dataset
 from ngrad.errors import NgradError
 from ngrad.rules import LearningRule, make_rule
+from ngrad.train.build import build_network
 from ngrad.train.checkpoint import atomic_write_text, load_checkpoint, to_json
-from ngrad.train.config import TrainConfig
+from ngrad.train.config import TrainConfig, make_config
 
 __all__ = [
     "LOCK_NAME",
@@ -330,8 +331,6 @@ def load_run(
     """Rebuild the rule of a finished run with its trained weights (``best.pt`` by default,
     ``checkpoint.pt`` for the last epoch) on ``device`` (the CPU by default, wherever it was
     trained); ``data`` skips reloading an already loaded dataset."""
-    from ngrad.train.loop import build_network, load_run_config
-
     directory = Path(directory)
     config = load_run_config(directory, device=device)
     if data is None:
@@ -357,3 +356,25 @@ def load_run(
         if not isinstance(summary, dict):
             raise NgradError(f"{str(summary_path)!r} is damaged: not a table of results")
     return LoadedRun(directory, config, rule, data, summary)
+
+
+def load_run_config(out_dir: str | Path, device: str | None = None) -> TrainConfig:
+    """The configuration saved in a run directory (for ``--resume``); ``device`` overrides the
+    saved one (to inspect on a CPU a run trained on a GPU)."""
+    path = Path(out_dir) / "config.json"
+    hint = "restore it from a copy, or start the run again with --overwrite"
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise NgradError(f"{str(out_dir)!r} is not a run directory: no config.json") from None
+    except UnicodeDecodeError:
+        raise NgradError(f"{str(path)!r} is damaged (not text); {hint}") from None
+    except json.JSONDecodeError as error:
+        raise NgradError(f"{str(path)!r} is damaged ({error}); {hint}") from None
+    except OSError as error:
+        raise NgradError(f"cannot read {str(path)!r}: {error.strerror}") from None
+    if not isinstance(values, dict):
+        raise NgradError(f"{str(path)!r} is damaged (not a table of settings); {hint}")
+    if device is not None:
+        values["device"] = device
+    return make_config(values, owner=str(path))
