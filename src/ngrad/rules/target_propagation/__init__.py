@@ -1,2 +1,3 @@
 """Target propagation: exact-inverse TP, difference target propagation, direct DTP with the
-difference reconstruction loss and L-DRL, on shared target machinery. See docs/target_propagation.md."""
+difference reconstruction loss and L-DRL, on shared target machinery.
+See docs/target_propagation.md."""
