@@ -2,7 +2,6 @@
 rules that keep no per-batch state on ``self``."""
 
 import ast
-import copy
 from pathlib import Path
 
 import pytest

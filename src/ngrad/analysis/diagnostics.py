@@ -12,17 +12,27 @@ Anything that fills ``.grad`` can be compared, so every function here works for 
 
 Measurements run on a deep copy of the rule with the random-number state restored afterwards, so
 measuring never changes what training does.
+
+On a general ``torch.nn.Module`` (a rule that converts one, docs/feedback_alignment.md) the layers
+are its nn.Linear and nn.Conv1d/2d/3d (``ngrad.rules.base.model_layers``): ``layer_names`` gives
+each one's weight by its qualified name, the per-layer lists follow that order, the errors are those
+at each layer's output (dL/dy, before whatever follows it), and ``weight_alignment`` names each
+feedback matrix's forward weight. Backprop's reference there runs on a copy of the model, so batch
+norm's running statistics are not touched.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
 from torch import Tensor
 
+from ngrad.nn.network import Network
 from ngrad.numeric import angle_degrees, json_ready, nan_to_none, root_mean_square, rowwise_angles
-from ngrad.rules.base import LearningRule
+from ngrad.rules.base import LearningRule, model_layers
+from ngrad.rules.feedback_alignment.modules import module_backprop_reference
 from ngrad.rules.reference import (
     BackpropReference,
     angles_to_backprop,
@@ -43,22 +53,57 @@ __all__ = [
 @torch.no_grad()
 def weight_alignment(rule: LearningRule) -> list[dict[str, float]]:
     """Per feedback matrix: the layer l (numbered 1..L as in the paper), the angle between B_l^T
-    and what it stands for (W_l; for DFA, W_L ... W_{l+1}) in degrees, and the norm ratio."""
-    return [
-        {
+    and what it stands for (W_l; for DFA, W_L ... W_{l+1}) in degrees, and the norm ratio; on a
+    general module also ``name``, the forward weight's qualified name."""
+    items = []
+    for pair in rule.feedback_pairs():
+        item: dict = {
             "layer": pair.layer + 1,
             "angle_deg": angle_degrees(pair.feedback, pair.forward),
             "norm_ratio": float(
                 torch.linalg.vector_norm(pair.feedback) / torch.linalg.vector_norm(pair.forward)
             ),
         }
-        for pair in rule.feedback_pairs()
-    ]
+        if not isinstance(rule.network, Network):
+            item["name"] = pair.name
+        items.append(item)
+    return items
+
+
+def _angle(update: Tensor | None, gradient: Tensor | None) -> float:
+    return math.nan if update is None or gradient is None else angle_degrees(update, gradient)
+
+
+def _measure_module(rule: LearningRule, inputs: Tensor, targets: Tensor, twin, record) -> dict:
+    with torch.random.fork_rng(devices=[]):
+        reference = module_backprop_reference(
+            copy.deepcopy(rule.network), rule.loss, inputs, targets
+        )
+    updates = [module.weight.grad for _, module in model_layers(twin.network)]
+    result: dict[str, list] = {
+        "layer_names": list(reference.names),
+        "angle_to_bp_deg": [
+            nan_to_none(_angle(update, gradient))
+            for update, gradient in zip(updates, reference.weight_gradients, strict=True)
+        ],
+    }
+    if reference.errors is not None:
+        result["bp_error_rms"] = [root_mean_square(e) for e in reference.errors]
+        if record.layer_errors is not None:
+            result["error_angle_to_bp_deg"] = [
+                nan_to_none(float(rowwise_angles(mine.flatten(1), true.flatten(1)).mean()))
+                for mine, true in zip(record.layer_errors, reference.errors, strict=True)
+            ]
+            result["rule_error_rms"] = [root_mean_square(e) for e in record.layer_errors]
+    return result
 
 
 def measure(rule: LearningRule, inputs: Tensor, targets: Tensor) -> dict[str, list]:
     """All per-layer diagnostics on one batch, JSON-ready (NaN becomes None)."""
     twin, record = rule_step_on_copy(rule, inputs, targets)
+    if not isinstance(rule.network, Network):
+        result = _measure_module(rule, inputs, targets, twin, record)
+        return _with_rule_specific(result, rule, inputs, targets, twin, record)
     reference = backprop_reference(rule.network, rule.loss, inputs, targets)
     update_angles = [
         angle_degrees(layer.weight.grad, gradient) if layer.weight.grad is not None else math.nan
@@ -74,6 +119,11 @@ def measure(rule: LearningRule, inputs: Tensor, targets: Tensor) -> dict[str, li
             for mine, true in zip(record.layer_errors, reference.errors, strict=True)
         ]
         result["rule_error_rms"] = [root_mean_square(e) for e in record.layer_errors]
+    return _with_rule_specific(result, rule, inputs, targets, twin, record)
+
+
+def _with_rule_specific(result, rule, inputs, targets, twin, record) -> dict[str, list]:
+    """``result`` plus the rule's own measurements and the weight alignment."""
     rule_specific: dict[str, object] = {**record.scalars, **record.series}
     with torch.random.fork_rng(devices=[]):
         rule_specific.update(twin.diagnose(inputs, targets))
@@ -82,7 +132,10 @@ def measure(rule: LearningRule, inputs: Tensor, targets: Tensor) -> dict[str, li
     alignment = weight_alignment(rule)
     if alignment:
         result["weight_alignment"] = [
-            {key: nan_to_none(value) if key != "layer" else value for key, value in item.items()}
+            {
+                key: nan_to_none(value) if key not in ("layer", "name") else value
+                for key, value in item.items()
+            }
             for item in alignment
         ]
     return result

@@ -9,31 +9,35 @@ naming the problem and what was expected, instead of an error from deep inside P
   loss in :mod:`ngrad.nn.losses` takes class indices. The range is checked for tensors on the CPU
   only: on an accelerator it would cost a host round trip every step.
 
+A general ``torch.nn.Module`` (not an ngrad Network) declares neither its input shape nor its
+number of outputs, so for one the checks are what can be known without running it: a tensor with a
+non-empty batch dimension; floating-point inputs in the dtype of the model's floating-point
+parameters (integer inputs, e.g. token indices, pass); the device of its parameters; labels as
+above, non-negative. ``check_label_range`` checks the upper end once the output is known (the rules
+that train modules call it after their forward pass).
+
 All checks read only shapes and dtypes (plus one min/max of CPU labels), so they are cheap enough
 to run on every step.
 """
 
 from __future__ import annotations
 
-import numbers
-from typing import TYPE_CHECKING, Any
+import itertools
+from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-if TYPE_CHECKING:
-    from ngrad.nn.network import Network
+from ngrad.nn.network import Network
+from ngrad.nn.sizes import check_size
 
-__all__ = ["check_inputs", "check_labels", "check_size", "expected_input_shape"]
-
-
-def check_size(value: Any, what: str) -> int:
-    """``value`` as an int if it is a positive integer (a Python or NumPy int; no bool or float)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{what} must be a positive integer, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{what} must be a positive integer, got {value!r}")
-    return int(value)
+__all__ = [
+    "check_inputs",
+    "check_label_range",
+    "check_labels",
+    "check_size",
+    "expected_input_shape",
+]
 
 
 def expected_input_shape(network: Network) -> tuple[int | None, ...] | None:
@@ -53,10 +57,41 @@ def _shape(shape: tuple[int | None, ...] | torch.Size) -> str:
     return "(" + ", ".join(["N", *("?" if s is None else str(s) for s in shape)]) + ")"
 
 
-def check_inputs(network: Network, inputs: Any, *, where: str = "inputs") -> None:
+def _is_network(model: Any) -> bool:
+    return isinstance(model, Network)
+
+
+def _reference_tensor(model: nn.Module) -> Tensor | None:
+    """The first floating-point parameter (else buffer) of a general module, or None."""
+    for tensor in itertools.chain(model.parameters(), model.buffers()):
+        if tensor.is_floating_point():
+            return tensor
+    return None
+
+
+def _check_module_inputs(model: nn.Module, inputs: Tensor, where: str) -> None:
+    reference = _reference_tensor(model)
+    if reference is not None:
+        if inputs.is_floating_point() and inputs.dtype != reference.dtype:
+            raise TypeError(
+                f"{where} must be {reference.dtype} like the model's parameters, got "
+                f"{inputs.dtype} (convert with {where}.to({reference.dtype}))"
+            )
+        if inputs.device != reference.device:
+            raise ValueError(
+                f"{where} are on {inputs.device} but the model is on {reference.device}"
+            )
+    if inputs.dim() == 0 or inputs.shape[0] == 0:
+        raise ValueError(f"{where} must be a non-empty batch, got shape {tuple(inputs.shape)}")
+
+
+def check_inputs(network: nn.Module, inputs: Any, *, where: str = "inputs") -> None:
     """Raise TypeError/ValueError unless ``inputs`` is a non-empty batch ``network`` can take."""
     if not isinstance(inputs, Tensor):
         raise TypeError(f"{where} must be a torch.Tensor, got {type(inputs).__name__}")
+    if not _is_network(network):
+        _check_module_inputs(network, inputs, where)
+        return
     reference = network.layers[0].weight
     if inputs.dtype != reference.dtype:
         raise TypeError(
@@ -85,13 +120,22 @@ def check_inputs(network: Network, inputs: Any, *, where: str = "inputs") -> Non
         )
 
 
-def check_labels(network: Network, labels: Any, batch: int, *, where: str = "labels") -> None:
-    """Raise TypeError/ValueError unless ``labels`` are ``batch`` class indices for ``network``."""
+def check_labels(network: nn.Module, labels: Any, batch: int, *, where: str = "labels") -> None:
+    """Raise TypeError/ValueError unless ``labels`` are ``batch`` class indices for ``network``
+    (for a general module, whose number of outputs is unknown here, no upper bound)."""
     if not isinstance(labels, Tensor):
         raise TypeError(f"{where} must be a torch.Tensor, got {type(labels).__name__}")
-    classes = network.layers[-1].weight.shape[0]
+    if _is_network(network):
+        classes: int | None = network.layers[-1].weight.shape[0]
+        device = network.layers[0].weight.device
+    else:
+        reference = _reference_tensor(network)
+        classes, device = None, (reference.device if reference is not None else labels.device)
     shape = tuple(labels.shape)
-    if labels.dim() == 2 and shape == (batch, classes) and classes > 1:
+    looks_one_hot = (
+        shape == (batch, classes) if classes is not None else len(shape) == 2 and shape[0] == batch
+    )
+    if labels.dim() == 2 and looks_one_hot and shape[1] > 1:
         raise ValueError(
             f"{where} must be class indices of shape ({batch},), got shape {shape}, which looks "
             "one-hot (convert with labels.argmax(dim=1))"
@@ -105,14 +149,26 @@ def check_labels(network: Network, labels: Any, batch: int, *, where: str = "lab
         raise ValueError(
             f"{where} must be class indices of shape ({batch},), one per input, got shape {shape}"
         )
-    device = network.layers[0].weight.device
     if labels.device != device:
         raise ValueError(f"{where} are on {labels.device} but the network is on {device}")
     if labels.device.type == "cpu" and batch > 0:
-        low, high = torch.aminmax(labels)
-        if low < 0 or high >= classes:
-            bad = int(low) if low < 0 else int(high)
-            raise ValueError(
-                f"{where} must be class indices in [0, {classes - 1}] (the network has {classes} "
-                f"outputs), got {bad}"
-            )
+        if classes is None:
+            low = labels.min()
+            if low < 0:
+                raise ValueError(f"{where} must be non-negative class indices, got {int(low)}")
+            return
+        check_label_range(labels, classes, where=where)
+
+
+def check_label_range(labels: Tensor, classes: int, *, where: str = "labels") -> None:
+    """Raise ValueError unless the class indices ``labels`` lie in [0, classes) (CPU tensors
+    only: on an accelerator the check would cost a host round trip)."""
+    if labels.device.type != "cpu" or labels.numel() == 0:
+        return
+    low, high = torch.aminmax(labels)
+    if low < 0 or high >= classes:
+        bad = int(low) if low < 0 else int(high)
+        raise ValueError(
+            f"{where} must be class indices in [0, {classes - 1}] (the network has {classes} "
+            f"outputs), got {bad}"
+        )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from torch import nn
+
 from ngrad.errors import ConfigError
 from ngrad.nn.losses import Loss
 from ngrad.nn.network import Network
@@ -83,10 +85,13 @@ def get_rule_class(name: str) -> type[LearningRule]:
 
 
 def make_rule(
-    name: str, network: Network, loss: str | Loss = "cross_entropy", **options: Any
+    name: str, network: nn.Module, loss: str | Loss = "cross_entropy", **options: Any
 ) -> LearningRule:
-    """Build rule ``name`` on ``network``; unknown names or options raise ConfigError, a
-    ``network`` that is not an ngrad Network a TypeError."""
+    """Build rule ``name`` on ``network``: an ngrad Network, or any ``torch.nn.Module`` for the
+    rules that train one (``trains_modules``: backprop and the feedback-alignment family, see
+    docs/feedback_alignment.md). Unknown names or options, and a model the rule cannot train,
+    raise ConfigError (with the rule's ``unsupported_reason``); anything but an ``nn.Module`` a
+    TypeError."""
     if not isinstance(name, str):
         raise TypeError(
             f"make_rule takes the rule's name (one of {', '.join(REGISTRY)}), got {name!r}"
@@ -95,5 +100,6 @@ def make_rule(
     cls = get_rule_class(name)
     if not cls.supports(network):
         reason = cls.unsupported_reason(network) or f"see its description: {cls.summary}"
-        raise ConfigError(f"rule {name!r} cannot train this network: {reason}")
+        what = "network" if isinstance(network, Network) else "model"
+        raise ConfigError(f"rule {name!r} cannot train this {what}: {reason}")
     return cls(network, loss, **options)

@@ -8,8 +8,9 @@ Rumelhart, Hinton & Williams (1986). Learning representations by back-propagatin
 Nature 323, 533-536.
 
 Computed with PyTorch autograd, as a researcher's own backprop baseline would be: speed ratios of
-the other rules are quoted against this implementation. Not local: the error at layer l needs the
-transpose of every forward weight above it (weight transport).
+the other rules are quoted against this implementation. It trains an ngrad Network or any
+``torch.nn.Module`` (autograd's gradient of every parameter that requires one). Not local: the
+error at layer l needs the transpose of every forward weight above it (weight transport).
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ngrad.rules.base import LearningRule, StepRecord, write_layer_update
+from ngrad.nn.network import Network
+from ngrad.nn.validation import check_label_range
+from ngrad.rules.base import LearningRule, StepRecord, assign_gradients, write_layer_update
 
 __all__ = ["Backprop"]
 
@@ -26,8 +29,11 @@ class Backprop(LearningRule):
     name = "bp"
     summary = "backpropagation via autograd (the reference)"
     citation = "Rumelhart, Hinton & Williams 1986, Nature 323:533"
+    trains_modules = True  # any nn.Module: autograd's gradient of every trained parameter
 
     def backward(self, inputs: Tensor, targets: Tensor) -> StepRecord:
+        if not isinstance(self.network, Network):
+            return self._module_backward(inputs, targets)
         layers = self.network.layers
         weights = [layer.weight for layer in layers]
         biases = [layer.bias for layer in layers if layer.bias is not None]
@@ -39,4 +45,14 @@ class Backprop(LearningRule):
         for layer, weight_gradient in zip(layers, gradients[: len(weights)], strict=True):
             bias_gradient = next(bias_gradients) if layer.bias is not None else None
             write_layer_update(layer, weight_gradient, bias_gradient)
+        return StepRecord(loss.detach(), output.detach())
+
+    def _module_backward(self, inputs: Tensor, targets: Tensor) -> StepRecord:
+        parameters = [p for p in self.network.parameters() if p.requires_grad]
+        with torch.enable_grad():
+            output = self.network(inputs)
+            check_label_range(targets, output.shape[-1])
+            loss = self.loss(output, targets)
+            gradients = torch.autograd.grad(loss, parameters, allow_unused=True)
+        assign_gradients(parameters, gradients)
         return StepRecord(loss.detach(), output.detach())

@@ -1,6 +1,8 @@
 """The contract every learning rule implements.
 
-A rule owns a :class:`~ngrad.nn.network.Network` and any feedback pathway it needs. Its
+A rule owns a model, an ngrad :class:`~ngrad.nn.network.Network` or, for the rules that declare
+``trains_modules`` (backprop and the feedback-alignment family), any ``torch.nn.Module``, and any
+feedback pathway it needs; a rule that cannot train a model says why (``unsupported_reason``). Its
 ``backward(x, y)`` runs every phase the rule needs on one mini-batch and *writes* its update into
 ``.grad`` of every parameter it trains (forward weights and, where the rule learns them, feedback
 weights), so any ``torch.optim`` optimiser, scheduler or gradient clipping applies it unchanged. The
@@ -11,10 +13,11 @@ gradient is overwritten, not accumulated: no ``zero_grad`` is needed between ste
 
 Every rule checks what it is handed the same way: ``backward``, ``diagnose``, ``forward`` and
 ``representations`` refuse inputs of another shape, dtype or device than the network's, an empty
-batch, and labels that are not int64 class indices of shape (N,) in range (checked on the CPU), with
-one ``TypeError``/``ValueError`` naming the problem and what was expected (see
-:mod:`ngrad.nn.validation`). The check runs once, at the outermost call: a rule's own calls of these
-methods (``super().backward``, ``self.backward`` inside ``diagnose``) are not checked again.
+batch, and labels that are not int64 class indices of shape (N,) in range (checked on the CPU),
+with one ``TypeError``/``ValueError`` naming the problem and what was expected (see
+:mod:`ngrad.nn.validation`, which also says what can be checked of a general module's batch). The
+check runs once, at the outermost call: a rule's own calls of these methods (``super().backward``,
+``self.backward`` inside ``diagnose``) are not checked again.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from __future__ import annotations
 import functools
 import inspect
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -37,14 +40,20 @@ from ngrad.nn.validation import check_inputs, check_labels
 from ngrad.options import build_options, options_as_dict
 
 __all__ = [
+    "LAYER_TYPES",
     "FeedbackPair",
     "LearningRule",
     "NoOptions",
     "StepRecord",
     "assign_gradient",
+    "assign_gradients",
     "check_network",
+    "model_layers",
     "write_layer_update",
 ]
+
+LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+"""What counts as a layer of a general ``nn.Module``: its weighted linear maps (subclasses too)."""
 
 
 @dataclass(frozen=True)
@@ -73,11 +82,16 @@ class StepRecord:
 
 @dataclass(frozen=True)
 class FeedbackPair:
-    """A feedback matrix (in forward orientation) and the forward quantity it should align with."""
+    """A feedback matrix (in forward orientation) and the forward quantity it should align with.
+
+    ``layer`` is the layer's position (in a Network, its index in ``network.layers``; in a general
+    module, its position among :func:`model_layers`), ``name`` the forward parameter's qualified
+    name in the model (``"layers.1.weight"``, ``"layer1.0.conv1.weight"``)."""
 
     layer: int
     feedback: Tensor
     forward: Tensor
+    name: str = ""
 
 
 _INSIDE_CHECKED_CALL: ContextVar[bool] = ContextVar("ngrad_inside_checked_call", default=False)
@@ -120,14 +134,48 @@ _CHECKED_METHODS = {
 
 
 def check_network(network: Any) -> None:
-    """TypeError unless ``network`` is an ngrad :class:`~ngrad.nn.network.Network`."""
-    if not isinstance(network, Network):
+    """TypeError unless ``network`` is a ``torch.nn.Module`` (an ngrad Network or any other)."""
+    if not isinstance(network, nn.Module):
         kind = type(network)
         given = repr(network) if kind.__module__ == "builtins" else kind.__qualname__
         raise TypeError(
-            "a rule trains an ngrad Network (build one with ngrad.mlp or ngrad.convnet), got "
-            f"{given[:80]}"
+            "a rule trains an ngrad Network (build one with ngrad.mlp or ngrad.convnet) or, for "
+            f"the rules that can, any torch.nn.Module; got {given[:80]}"
         )
+
+
+def _module_refusal(cls: type[LearningRule], network: nn.Module) -> str | None:
+    """Why ``cls`` refuses ``network`` for its type alone (None if the type is one it trains)."""
+    check_network(network)
+    if isinstance(network, Network) or cls.trains_modules:
+        return None
+    return (
+        "it trains ngrad Networks only (chains of ngrad layers, e.g. ngrad.mlp or ngrad.convnet), "
+        f"not a general torch.nn.Module such as {type(network).__qualname__}"
+    )
+
+
+def _gated(function: Callable[..., str | None]) -> Callable[..., str | None]:
+    """An ``unsupported_reason`` that first refuses a model of a type the rule does not train, so
+    a rule's own reasons only ever see models it can read."""
+    if getattr(function, "_ngrad_gated", False):
+        return function
+
+    @functools.wraps(function)
+    def gated(cls: type[LearningRule], network: Any) -> str | None:
+        refusal = _module_refusal(cls, network)
+        return refusal if refusal is not None else function(cls, network)
+
+    gated._ngrad_gated = True  # type: ignore[attr-defined]
+    return gated
+
+
+def model_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """(qualified name, module) of every layer (:data:`LAYER_TYPES`) of a general model, in the
+    order ``model.named_modules()`` lists them; a module reachable twice is listed once."""
+    return [
+        (name, module) for name, module in model.named_modules() if isinstance(module, LAYER_TYPES)
+    ]
 
 
 class LearningRule(nn.Module, ABC):
@@ -137,6 +185,9 @@ class LearningRule(nn.Module, ABC):
     summary: ClassVar[str]
     citation: ClassVar[str]
     Options: ClassVar[type] = NoOptions
+    trains_modules: ClassVar[bool] = False
+    """Whether the rule trains any ``torch.nn.Module``, not only ngrad Networks; every other rule
+    refuses a general module through ``unsupported_reason``."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -144,22 +195,28 @@ class LearningRule(nn.Module, ABC):
             method = cls.__dict__.get(method_name)
             if inspect.isfunction(method):
                 setattr(cls, method_name, _checked(method, with_labels))
+        reason = cls.__dict__.get("unsupported_reason")
+        if isinstance(reason, classmethod):
+            cls.unsupported_reason = classmethod(_gated(reason.__func__))  # type: ignore[method-assign]
 
-    def __init__(self, network: Network, loss: str | Loss = "cross_entropy", **options: Any):
-        check_network(network)
+    def __init__(self, network: nn.Module, loss: str | Loss = "cross_entropy", **options: Any):
+        refusal = _module_refusal(type(self), network)
+        if refusal is not None:
+            raise TypeError(refusal)
         super().__init__()
         self.network = network
         self.loss = get_loss(loss)
         self.options = build_options(type(self).Options, options, f"rule {self.name!r}")
 
     @classmethod
-    def unsupported_reason(cls, network: Network) -> str | None:
-        """Why the rule cannot train ``network`` (e.g. exact inverses need square layers), or
-        None where it can; ``make_rule`` shows the reason and ``ngrad compare`` skips the rule."""
+    def unsupported_reason(cls, network: nn.Module) -> str | None:
+        """Why the rule cannot train ``network`` (e.g. exact inverses need square layers, or the
+        rule trains ngrad Networks only), or None where it can; ``make_rule`` shows the reason and
+        ``ngrad compare`` skips the rule. Overrides see only models of a type the rule trains."""
         return None
 
     @classmethod
-    def supports(cls, network: Network) -> bool:
+    def supports(cls, network: nn.Module) -> bool:
         check_network(network)
         return cls.unsupported_reason(network) is None
 
@@ -173,9 +230,22 @@ class LearningRule(nn.Module, ABC):
 
     def representations(self, inputs: Tensor) -> list[Tensor]:
         """Each layer's activity h_1..h_L when the rule predicts (for similarity analyses):
-        the feedforward pass by default; rules that predict otherwise say so."""
+        the feedforward pass by default (in a general module, the output of each of its
+        :func:`model_layers`, in the order they run); rules that predict otherwise say so."""
         with torch.no_grad():
-            return self.network.trace(inputs).activities[1:]
+            if isinstance(self.network, Network):
+                return self.network.trace(inputs).activities[1:]
+            outputs: list[Tensor] = []
+            handles = [
+                module.register_forward_hook(lambda _m, _a, out: outputs.append(out))
+                for _, module in model_layers(self.network)
+            ]
+            try:
+                self.network(inputs)
+            finally:
+                for handle in handles:
+                    handle.remove()
+            return outputs
 
     def feedback_pairs(self) -> list[FeedbackPair]:
         """Feedback matrices paired with the forward quantity they should align with."""
@@ -215,16 +285,27 @@ class LearningRule(nn.Module, ABC):
         return f"rule={self.name}, loss={self.loss.name}, options={options_as_dict(self.options)}"
 
 
-# the base class's own batch methods get the same checks as its subclasses' overrides
+# the base class's own batch methods get the same checks as its subclasses' overrides, and its
+# own unsupported_reason the same refusal of a model type the rule does not train
 for _method_name, _with_labels in _CHECKED_METHODS.items():
     _method = LearningRule.__dict__.get(_method_name)
     if _method is not None and not getattr(_method, "__isabstractmethod__", False):
         setattr(LearningRule, _method_name, _checked(_method, _with_labels))
+LearningRule.unsupported_reason = classmethod(  # type: ignore[method-assign]
+    _gated(LearningRule.__dict__["unsupported_reason"].__func__)
+)
 
 
 def assign_gradient(parameter: Tensor, update: Tensor) -> None:
     """Write ``update`` into ``parameter.grad`` (overwriting, never accumulating)."""
     parameter.grad = update.detach()
+
+
+def assign_gradients(parameters: Sequence[Tensor], updates: Sequence[Tensor | None]) -> None:
+    """Write each update into its parameter's ``.grad``; None clears it (a parameter the batch did
+    not reach gets no stale update)."""
+    for parameter, update in zip(parameters, updates, strict=True):
+        parameter.grad = None if update is None else update.detach()
 
 
 def write_layer_update(layer: Layer, weight_update: Tensor, bias_update: Tensor | None) -> None:

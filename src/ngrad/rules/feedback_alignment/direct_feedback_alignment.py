@@ -10,6 +10,15 @@ All hidden errors come from one product: ngrad stacks the B_l^T side by side int
 n_out x (n_1 + ... + n_{L-1}) matrix, multiplies the output error by it once, and splits the result
 by layer, so no layer waits for the one above it (the layer parallelism DFA promises).
 Property: in a linear network with B_l := (W_L ... W_{l+1})^T the update equals backprop's.
+
+On a general ``torch.nn.Module`` (BioTorch's choice, Sanfiz & Akrout 2021, and Nokland's: the
+error reaches a hidden layer's activity h_l, then its activation's derivative applies): each
+nn.Linear and nn.Conv1d/2d/3d sends D e to its input in place of W^T delta, D a fixed random
+n_out x (its input size per sample) matrix, drawn at the first batch. The signal enters where the
+layer's input is, i.e. after whatever follows the layer below (its batch norm, activation,
+pooling); those, and residual additions, backpropagate it as usual, so a skip connection carries the
+signals that enter above it down to the layers below, added to their own. In an MLP this is the
+rule above exactly (D of layer l + 1 = B_l).
 Locality: no weight transport; each hidden layer needs the output error, broadcast.
 Notation and settings: docs/feedback_alignment.md.
 """
@@ -19,13 +28,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ngrad.nn.init import Init, initialise_
 from ngrad.nn.layers import DenseLayer
 from ngrad.nn.network import Network
 from ngrad.options import check_bounds
 from ngrad.rules.base import FeedbackPair, LearningRule, StepRecord
+from ngrad.rules.feedback_alignment.modules import (
+    LazyFeedbackBuffers,
+    ModulePathway,
+    conversion_refusal,
+)
 from ngrad.rules.layerwise import hidden_error, output_error, write_layer_gradients
 
 __all__ = ["DirectFeedbackAlignment"]
@@ -45,26 +59,52 @@ class DirectFeedbackAlignment(LearningRule):
     summary = "direct feedback alignment: the output error reaches each hidden layer via fixed B_l"
     citation = "Nokland 2016, NeurIPS"
     Options = DirectFeedbackAlignmentOptions
+    trains_modules = True
 
-    def __init__(self, network: Network, loss="cross_entropy", **options) -> None:
+    def __init__(self, network: nn.Module, loss="cross_entropy", **options) -> None:
         super().__init__(network, loss, **options)
+        if not isinstance(network, Network):
+            self.pathway: ModulePathway | None = ModulePathway(network)
+            # one n_out x (input size) matrix per layer, drawn when the first batch shows its size
+            self.feedback = LazyFeedbackBuffers(len(self.pathway.layers))
+            return
+        self.pathway = None
         self.hidden_shapes = network.layer_output_shapes()[:-1]
         widths = [shape.numel() for shape in self.hidden_shapes]
         n_out = network.layers[-1].weight.shape[0]
         reference = network.layers[-1].weight
         stacked = torch.empty(n_out, sum(widths), dtype=reference.dtype, device=reference.device)
         for block, width in zip(stacked.split(widths, dim=1), widths, strict=True):
-            initialise_(block, self.options.init, width, n_out).mul_(self.options.scale)
+            self._draw(block, width, n_out)
         # one buffer, not one per layer: the backward pass multiplies by all of it at once
         self.register_buffer("feedback_stack", stacked)
         self.widths = widths
 
-    def feedback_matrices(self) -> list[Tensor]:
-        """B_l^T for each hidden layer l, shape n_out x n_l (views into the stacked matrix)."""
+    @classmethod
+    def unsupported_reason(cls, network: nn.Module) -> str | None:
+        return None if isinstance(network, Network) else conversion_refusal(network)
+
+    def _draw(self, block: Tensor, width: int, n_out: int) -> Tensor:
+        return initialise_(block, self.options.init, width, n_out).mul_(self.options.scale)
+
+    def feedback_matrices(self) -> list[Tensor | None]:
+        """B_l^T, shape n_out x n_l: in a Network, for each hidden layer l (views into the stacked
+        matrix); in a general module, for each layer's input (None until the first batch, and for
+        a layer whose input never needs an error)."""
+        if self.pathway is not None:
+            return [self.feedback[index] for index in range(len(self.feedback))]
         return list(self.feedback_stack.split(self.widths, dim=1))
 
-    @torch.no_grad()
     def backward(self, inputs: Tensor, targets: Tensor) -> StepRecord:
+        if self.pathway is not None:
+            step = self.pathway.run(
+                inputs, targets, self.loss, self._send_down, prepare=self._draw_missing
+            )
+            return StepRecord(step.loss, step.output, step.layer_errors)
+        return self._layerwise_backward(inputs, targets)
+
+    @torch.no_grad()
+    def _layerwise_backward(self, inputs: Tensor, targets: Tensor) -> StepRecord:
         trace = self.network.trace(inputs)
         top_error = output_error(self.network, self.loss, trace, targets)
         broadcast = top_error.flatten(1) @ self.feedback_stack  # one product for all layers
@@ -79,8 +119,46 @@ class DirectFeedbackAlignment(LearningRule):
         loss = self.loss(trace.output, targets)
         return StepRecord(loss, trace.output, tuple(errors))
 
+    def _send_down(self, index: int, module: nn.Module, inputs: Tensor, session) -> object:
+        """Layer ``index`` sends D_index e to its input, ignoring the error at its output."""
+        shape = inputs.shape
+
+        def broadcast(_delta: Tensor) -> Tensor:
+            error = session.output_error
+            if error.shape[0] != shape[0]:
+                raise ValueError(
+                    f"dfa: layer {self.pathway.weight_names()[index]!r} ran on a batch of "
+                    f"{shape[0]}, the output has {error.shape[0]}: each layer's input must keep "
+                    "the batch dimension first"
+                )
+            return (error.flatten(1) @ self.feedback[index]).view(shape)
+
+        return broadcast
+
+    @torch.no_grad()
+    def _draw_missing(self, session) -> None:
+        """Draw D_l (n_out x the layer's input size per sample) for each layer whose input needed
+        an error for the first time, in the order of the forward pass."""
+        n_out = session.output_error[0].numel()
+        for index in session.used:
+            width = session.input_shapes[index][1:].numel()
+            matrix = self.feedback[index]
+            if matrix is None:
+                weight = self.pathway.layers[index][1].weight
+                fresh = torch.empty(n_out, width, dtype=weight.dtype, device=weight.device)
+                self.feedback[index] = self._draw(fresh, width, n_out)
+            elif matrix.shape != (n_out, width):
+                raise ValueError(
+                    f"dfa: layer {self.pathway.weight_names()[index]!r} takes {width} inputs per "
+                    f"sample and the model {n_out} outputs, but its fixed feedback matrix is "
+                    f"{tuple(matrix.shape)} (drawn for the first batch's sizes)"
+                )
+
     def feedback_pairs(self) -> list[FeedbackPair]:
-        """B_l^T against W_L ... W_{l+1} (what B_l stands in for; dense layers above l only)."""
+        """B_l^T against W_L ... W_{l+1} (what B_l stands in for; dense layers above l only). A
+        general module has no such product in general: none."""
+        if self.pathway is not None:
+            return []
         pairs = []
         layers = self.network.layers
         for index, block in enumerate(self.feedback_matrices()):
@@ -90,5 +168,11 @@ class DirectFeedbackAlignment(LearningRule):
             product = above[-1].weight
             for layer in reversed(above[:-1]):
                 product = product @ layer.weight
-            pairs.append(FeedbackPair(index, block, product))
+            # named after the layer whose input the block feeds (as on a general module)
+            pairs.append(FeedbackPair(index, block, product, f"layers.{index + 1}.weight"))
         return pairs
+
+    def release_model(self) -> None:
+        """Remove the hooks conversion put on a general module (the rule cannot train it after)."""
+        if self.pathway is not None:
+            self.pathway.remove()

@@ -7,7 +7,8 @@
 Lillicrap, Cownden, Tweed & Akerman (2016). Random synaptic feedback weights support error
 backpropagation for deep learning. Nature Communications 7, 13276.
 
-ngrad stores B_l^T (the shape of W_l), so the same code serves dense and convolutional layers.
+ngrad stores B_l^T (the shape of W_l), so the same code serves dense and convolutional layers, in an
+ngrad Network and in any ``torch.nn.Module`` (whose every nn.Linear and nn.Conv1d/2d/3d gets a B).
 Properties: with B := W^T the update is backprop's exactly; during training W_l comes to align with
 B_l^T and the update's angle to backprop falls below 90 degrees. Locality: no weight transport; the
 feedback synapses are fixed. Notation and settings: docs/feedback_alignment.md.
@@ -18,10 +19,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from ngrad.nn.init import Init
-from ngrad.nn.network import ForwardTrace, Network
 from ngrad.options import check_bounds
 from ngrad.rules.feedback import random_feedback
 from ngrad.rules.layerwise import FeedbackPathwayRule
@@ -44,19 +44,18 @@ class FeedbackAlignment(FeedbackPathwayRule):
     citation = "Lillicrap et al. 2016, Nat. Commun. 7:13276"
     Options = FeedbackAlignmentOptions
 
-    def __init__(self, network: Network, loss="cross_entropy", **options) -> None:
+    def __init__(self, network: nn.Module, loss="cross_entropy", **options) -> None:
         super().__init__(network, loss, **options)
-        weights = [layer.weight for layer in network.layers[1:]]
-        self.feedback = random_feedback(weights, self.options.init, self.options.scale)
+        self.feedback = random_feedback(self.fed_weights(), self.options.init, self.options.scale)
 
-    def feedback_matrices(self) -> list[Tensor | None]:
-        return [None, *self.feedback]
+    def feedback_matrix(self, index: int) -> Tensor:
+        return self.feedback[index]
 
-    def set_feedback(self, index: int, matrix: Tensor) -> None:
-        """Replace B_index^T (W-shaped, index >= 1), e.g. by W itself to recover backprop."""
-        if index < 1:
-            raise IndexError("layer 0 has no feedback matrix: the input needs no error")
-        self.feedback[index - 1].copy_(matrix)
+    def set_feedback(self, layer: int | str, matrix: Tensor) -> None:
+        """Replace B^T (W-shaped) of ``layer``: its position (1..L-1 in a Network, whose layer 0
+        needs none; 0.. among a module's layers) or its qualified name, e.g. by W itself to
+        recover backprop."""
+        self.feedback[self.feedback_position(layer)].copy_(matrix)
 
-    def learn_feedback(self, trace: ForwardTrace, errors: Sequence[Tensor]) -> dict[str, float]:
+    def learn_feedback(self, batch_size: int, carried: Sequence[int]) -> dict[str, float]:
         return {}

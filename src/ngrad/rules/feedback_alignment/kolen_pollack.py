@@ -19,7 +19,9 @@ rescales each entry by its own history, and a separate feedback learning rate sc
 alone; either way B - W^T no longer decays, and the rule is no longer Kolen-Pollack, so
 :meth:`KolenPollack.check_optimizer` and :meth:`KolenPollack.param_groups` refuse them. Locality:
 the feedback synapse sees the same pre- and post-synaptic signals as its forward partner, read in
-the other direction. Notation and settings: docs/feedback_alignment.md.
+the other direction. In a general ``torch.nn.Module`` every nn.Linear and nn.Conv1d/2d/3d has
+its B, and the decay lambda W applies to those layers' weights. Notation and settings:
+docs/feedback_alignment.md.
 """
 
 from __future__ import annotations
@@ -33,7 +35,6 @@ from torch import Tensor
 
 from ngrad.errors import ConfigError
 from ngrad.nn.init import Init
-from ngrad.nn.network import ForwardTrace
 from ngrad.options import check_bounds
 from ngrad.rules.base import assign_gradient
 from ngrad.rules.layerwise import LearnedFeedbackRule
@@ -45,20 +46,20 @@ SGD_STEP_SETTINGS = ("lr", "momentum", "dampening", "weight_decay", "nesterov", 
 
 
 def step_settings_mismatch(
-    optimizer: torch.optim.Optimizer, pairs: Sequence[tuple[Tensor, Tensor]]
+    optimizer: torch.optim.Optimizer, pairs: Sequence[tuple[str, Tensor, Tensor]]
 ) -> str | None:
-    """Why ``optimizer`` would not move each (W, B) pair by the same step, or None if it does."""
+    """Why ``optimizer`` would not move each (name, W, B) pair by the same step, or None."""
     if not isinstance(optimizer, torch.optim.SGD):
         return f"{type(optimizer).__name__} does not take the same step on W and B (use SGD)"
     group_of = {id(p): group for group in optimizer.param_groups for p in group["params"]}
-    for index, (weight, feedback) in enumerate(pairs, start=1):
+    for name, weight, feedback in pairs:
         weight_group, feedback_group = group_of.get(id(weight)), group_of.get(id(feedback))
         if weight_group is None or feedback_group is None:
-            return f"the optimiser does not train both W_{index + 1} and its feedback B"
+            return f"the optimiser does not train both {name} and its feedback B"
         for setting in SGD_STEP_SETTINGS:
             if weight_group.get(setting) != feedback_group.get(setting):
                 return (
-                    f"{setting} differs between W_{index + 1} ({weight_group.get(setting)!r}) "
+                    f"{setting} differs between {name} ({weight_group.get(setting)!r}) "
                     f"and its feedback ({feedback_group.get(setting)!r})"
                 )
     return None
@@ -84,13 +85,16 @@ class KolenPollack(LearnedFeedbackRule):
     def forward_weight_decay(self) -> float:
         return self.options.weight_decay
 
-    def learn_feedback(self, trace: ForwardTrace, errors: Sequence[Tensor]) -> dict[str, float]:
+    def learn_feedback(self, batch_size: int, carried: Sequence[int]) -> dict[str, float]:
         decay = self.options.weight_decay
-        for layer, feedback in zip(self.network.layers[1:], self.feedback, strict=True):
+        for weight, feedback in zip(self.fed_weights(), self.feedback, strict=True):
+            if weight.grad is None:  # a layer the batch did not reach: neither W nor B moves
+                feedback.grad = None
+                continue
             # grad B = (delta h^T + lambda W) + lambda (B - W) = delta h^T + lambda B
-            update = layer.weight.grad.clone()
+            update = weight.grad.clone()
             if decay:
-                update.add_(feedback - layer.weight, alpha=decay)
+                update.add_(feedback - weight, alpha=decay)
             assign_gradient(feedback, update)
         return {}
 
@@ -104,8 +108,8 @@ class KolenPollack(LearnedFeedbackRule):
         return [{"params": list(self.parameters())}]
 
     def check_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
-        weights = [layer.weight for layer in self.network.layers[1:]]
-        pairs = list(zip(weights, self.feedback, strict=True))
+        names = [name for _, name in self.feedback_layers()]
+        pairs = list(zip(names, self.fed_weights(), self.feedback, strict=True))
         reason = step_settings_mismatch(optimizer, pairs)
         if reason is not None:
             raise ConfigError(
@@ -117,6 +121,6 @@ class KolenPollack(LearnedFeedbackRule):
     def feedback_mismatch(self) -> list[float]:
         """|B_l - W_l^T|_F per layer with feedback (the quantity that decays geometrically)."""
         return [
-            float(torch.linalg.vector_norm(feedback - layer.weight))
-            for layer, feedback in zip(self.network.layers[1:], self.feedback, strict=True)
+            float(torch.linalg.vector_norm(feedback - weight))
+            for weight, feedback in zip(self.fed_weights(), self.feedback, strict=True)
         ]

@@ -25,10 +25,11 @@ whatever initialisation the layer received. BioTorch does the same from the sche
 PyTorch-default initialisation, and brSF/frSF draw |R| with that same initialiser); measuring it
 gives that number for any scheme and any layer without asking how the layer was built. Uniform on
 (-sqrt(3) s, sqrt(3) s) is exactly the law of the uniform schemes (pytorch, xavier) and has the
-Gaussian schemes' standard deviation. Property: sign(B) = sign(W^T) at every step, whatever W
-becomes; the output layer, which needs no feedback, learns by the delta rule exactly as backprop.
-Locality: the feedback synapse needs the sign of its forward partner, not its value. Notation and
-settings: docs/feedback_alignment.md.
+Gaussian schemes' standard deviation. In a general ``torch.nn.Module`` every nn.Linear and
+nn.Conv1d/2d/3d gets its own s_l, measured the same way. Property: sign(B) = sign(W^T) at every
+step, whatever W becomes; the output layer, which needs no feedback, learns by the delta rule
+exactly as backprop. Locality: the feedback synapse needs the sign of its forward partner, not its
+value. Notation and settings: docs/feedback_alignment.md.
 """
 
 from __future__ import annotations
@@ -38,9 +39,8 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from ngrad.nn.network import ForwardTrace, Network
 from ngrad.numeric import root_mean_square
 from ngrad.rules.feedback import FeedbackBuffers
 from ngrad.rules.layerwise import FeedbackPathwayRule
@@ -56,17 +56,16 @@ class SignSymmetry(FeedbackPathwayRule):
 
     summary: ClassVar[str]
 
-    def __init__(self, network: Network, loss="cross_entropy", **options) -> None:
+    def __init__(self, network: nn.Module, loss="cross_entropy", **options) -> None:
         super().__init__(network, loss, **options)
-        weights = [layer.weight for layer in network.layers[1:]]
-        reference = network.layers[-1].weight
+        weights = self.fed_weights()
         scales = [root_mean_square(weight) for weight in weights]
-        # s_l of W_2..W_L, fixed at construction (a buffer: checkpoints restore it)
+        # s_l of each fed weight, fixed at construction (a buffer: checkpoints restore it)
         self.register_buffer(
-            "weight_scales", torch.tensor(scales, dtype=reference.dtype, device=reference.device)
+            "weight_scales", torch.tensor(scales, dtype=weights[0].dtype, device=weights[0].device)
         )
 
-    def learn_feedback(self, trace: ForwardTrace, errors: Sequence[Tensor]) -> dict[str, float]:
+    def learn_feedback(self, batch_size: int, carried: Sequence[int]) -> dict[str, float]:
         return {}
 
 
@@ -75,11 +74,8 @@ class UniformSignSymmetry(SignSymmetry):
     summary = "sign symmetry, uniform magnitude: B = sign(W)^T * s, s the layer's init scale"
     citation = "Liao, Leibo & Poggio 2016, AAAI; Xiao et al. 2018, arXiv:1811.03567"
 
-    def feedback_matrices(self) -> list[Tensor | None]:
-        return [None] + [
-            torch.sign(layer.weight).mul_(scale)
-            for layer, scale in zip(self.network.layers[1:], self.weight_scales, strict=True)
-        ]
+    def feedback_matrix(self, index: int) -> Tensor:
+        return torch.sign(self.fed_weights()[index]).mul_(self.weight_scales[index])
 
 
 class BatchRandomSignSymmetry(SignSymmetry):
@@ -87,14 +83,12 @@ class BatchRandomSignSymmetry(SignSymmetry):
     summary = "sign symmetry, random magnitude redrawn every batch: B = sign(W)^T o |R_t|"
     citation = "Liao, Leibo & Poggio 2016, AAAI; Moskovitz et al. 2018, arXiv:1812.06488"
 
-    def feedback_matrices(self) -> list[Tensor | None]:
-        weights = (layer.weight for layer in self.network.layers[1:])
-        return [None] + [
-            uniform_levels(weight.shape, SQRT3 * scale, weight.dtype, weight.device).mul_(
-                torch.sign(weight)
-            )
-            for weight, scale in zip(weights, self.weight_scales, strict=True)
-        ]
+    def feedback_matrix(self, index: int) -> Tensor:
+        weight = self.fed_weights()[index]
+        high = SQRT3 * self.weight_scales[index]
+        return uniform_levels(weight.shape, high, weight.dtype, weight.device).mul_(
+            torch.sign(weight)
+        )
 
 
 class FixedRandomSignSymmetry(SignSymmetry):
@@ -102,17 +96,16 @@ class FixedRandomSignSymmetry(SignSymmetry):
     summary = "sign symmetry, fixed random magnitude: B = sign(W)^T o |R|"
     citation = "Liao, Leibo & Poggio 2016, AAAI; Xiao et al. 2018, arXiv:1811.03567"
 
-    def __init__(self, network: Network, loss="cross_entropy", **options) -> None:
+    def __init__(self, network: nn.Module, loss="cross_entropy", **options) -> None:
         super().__init__(network, loss, **options)
         self.magnitudes = FeedbackBuffers(
-            torch.empty_like(layer.weight.detach()).uniform_(-bound, bound).abs_()
-            for layer, bound in zip(
-                network.layers[1:], (SQRT3 * s for s in self.weight_scales.tolist()), strict=True
+            torch.empty_like(weight.detach()).uniform_(-bound, bound).abs_()
+            for weight, bound in zip(
+                self.fed_weights(),
+                (SQRT3 * s for s in self.weight_scales.tolist()),
+                strict=True,
             )
         )
 
-    def feedback_matrices(self) -> list[Tensor | None]:
-        return [None] + [
-            torch.sign(layer.weight).mul_(magnitude)
-            for layer, magnitude in zip(self.network.layers[1:], self.magnitudes, strict=True)
-        ]
+    def feedback_matrix(self, index: int) -> Tensor:
+        return torch.sign(self.fed_weights()[index]).mul_(self.magnitudes[index])

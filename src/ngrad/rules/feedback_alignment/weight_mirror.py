@@ -13,8 +13,13 @@ NeurIPS 32.
 
 ngrad stores B_l^T (W_l's shape) as a trained parameter and writes
 grad B_l^T = rate (lambda B_l^T - (W_l xi) xi^T / (n sigma^2)), averaged over n noise samples; the
-optimiser takes the step, so eta_B = rate x the feedback learning rate. The noise has the shape of
-the layer's real input, so convolutional layers mirror the same way. The mirror is linear, so
+optimiser takes the step, so eta_B = rate x the feedback learning rate. A convolution is one dense
+map applied at every position of its input, with W's kernel as matrix (out x in_channels x kernel
+size): its mirror phase sends the noise into one receptive field (xi of in_channels x kernel
+entries, one output position), which is the dense mirror of that matrix, so B -> W^T / lambda for
+convolutions as for dense layers, at a cost independent of the image size (each group of a grouped
+convolution mirrors its own block). In a general ``torch.nn.Module`` every nn.Linear and
+nn.Conv1d/2d/3d mirrors, those whose feedback carried an error first. The mirror is linear, so
 sigma cancels: the noise has unit variance, Rademacher (+-1) by default (the diagonal of xi xi^T
 is then exact) or Gaussian. Locality: each feedback synapse sees only its own pre- and
 post-synaptic activity during the mirror phase. Notation and settings: docs/feedback_alignment.md.
@@ -29,7 +34,6 @@ import torch
 from torch import Tensor
 
 from ngrad.nn.init import Init
-from ngrad.nn.network import ForwardTrace
 from ngrad.options import check_bounds
 from ngrad.rules.base import assign_gradient
 from ngrad.rules.layerwise import LearnedFeedbackRule
@@ -56,38 +60,51 @@ class WeightMirror(LearnedFeedbackRule):
     citation = "Akrout et al. 2019, NeurIPS"
     Options = WeightMirrorOptions
 
-    def learn_feedback(self, trace: ForwardTrace, errors: Sequence[Tensor]) -> dict[str, float]:
-        samples = self.options.mirror_samples or trace.activities[0].shape[0]
-        for index, feedback in enumerate(self.feedback, start=1):
-            input_shape = trace.activities[index].shape[1:]
-            gradient = self.mirror_gradient(
-                index, feedback, input_shape, samples, self.options.rate
-            )
+    def learn_feedback(self, batch_size: int, carried: Sequence[int]) -> dict[str, float]:
+        samples = self.options.mirror_samples or batch_size
+        # the feedback that carried an error first, in the order of the forward pass (a
+        # Network's order), then any other (e.g. a module's first layer, fed by the data)
+        carried_set = set(carried)
+        rest = [index for index in range(len(self.feedback)) if index not in carried_set]
+        for index in [*carried, *rest]:
+            feedback = self.feedback[index]
+            gradient = self.mirror_gradient(index, feedback, samples, self.options.rate)
             assign_gradient(feedback, gradient)
         return {}
 
-    def mirror_gradient(
-        self, index: int, feedback: Tensor, input_shape: torch.Size, samples: int, rate: float
-    ) -> Tensor:
-        """rate (lambda B^T - (W xi) xi^T / n) for one mirror phase of layer ``index``."""
-        layer = self.network.layers[index]
-        shape = (samples, *input_shape)
+    def mirror_gradient(self, index: int, feedback: Tensor, samples: int, rate: float) -> Tensor:
+        """rate (lambda B^T - (W xi) xi^T / n) for one mirror phase of fed weight ``index``:
+        n noise samples xi of the size of one input patch of the layer (its whole input for a
+        dense layer; in_channels x kernel for a convolution, one output position's receptive
+        field), a separate draw per group of a grouped convolution."""
+        weight = self.fed_weights()[index].detach()
+        groups = self._groups(index)
+        per_group = weight[0].numel()
+        shape = (samples, groups * per_group)
         if self.options.noise_distribution == "gaussian":
             noise = torch.randn(shape, dtype=feedback.dtype, device=feedback.device)
         else:
             noise = rademacher(shape, feedback.dtype, feedback.device)
-        correlation = layer.weight_gradient(layer.linear(noise, layer.weight), noise)
+        if groups == 1:
+            flat = weight.reshape(weight.shape[0], per_group)
+            correlation = (noise @ flat.t()).t() @ noise
+        else:
+            flat = weight.reshape(groups, weight.shape[0] // groups, per_group)
+            xi = noise.view(samples, groups, per_group).transpose(0, 1)
+            correlation = torch.bmm(torch.bmm(xi, flat.transpose(1, 2)).transpose(1, 2), xi)
+        correlation = correlation.reshape(weight.shape)
         return correlation.mul_(-rate / samples).add_(feedback, alpha=rate * self.options.decay)
+
+    def _groups(self, index: int) -> int:
+        if self.pathway is None:
+            return 1
+        return getattr(self.pathway.layers[index][1], "groups", 1)
 
     @torch.no_grad()
     def mirror(self, sample_inputs: Tensor, steps: int, learning_rate: float) -> None:
         """Run ``steps`` plain-SGD mirror phases alone, e.g. before training (Akrout et al.);
-        ``sample_inputs`` is any input batch, used only for the layers' input shapes."""
-        trace = self.network.trace(sample_inputs)
+        ``sample_inputs`` is any input batch, whose size sets n when ``mirror_samples`` is 0."""
         samples = self.options.mirror_samples or sample_inputs.shape[0]
         for _ in range(steps):
-            for index, feedback in enumerate(self.feedback, start=1):
-                input_shape = trace.activities[index].shape[1:]
-                feedback.sub_(
-                    self.mirror_gradient(index, feedback, input_shape, samples, learning_rate)
-                )
+            for index, feedback in enumerate(self.feedback):
+                feedback.sub_(self.mirror_gradient(index, feedback, samples, learning_rate))
