@@ -305,5 +305,8 @@ def test_ctrl_c_during_start_up_ends_in_one_line(command, tmp_path):
     stderr = "".join(lines) + rest
     messages = [line for line in stderr.splitlines() if not line.startswith("import time:")]
     assert "Traceback" not in stderr, stderr
-    assert process.returncode in (130, 1), (process.returncode, messages)
+    # 130 from ngrad's handler; -SIGINT when the interpreter itself ends by the signal after the
+    # handler has printed its line (CPython does so when the interrupt also reached its own code);
+    # either way the shell sees an interrupted command, and the user one line
+    assert process.returncode in (130, 1, -signal.SIGINT), (process.returncode, messages)
     assert len(messages) == 1 and messages[0].startswith("ngrad: "), messages

@@ -126,6 +126,10 @@ class Interneurons(nn.Module):
         for i, (potential, presynaptic) in enumerate(zip(apical, rates, strict=True)):
             scale = step / (presynaptic.shape[0] * input_power(presynaptic))
             self.interneuron_to_pyramid[i].sub_(presynaptic.t() @ potential, alpha=scale)
+        # W^PI learns by these steps alone: its share of the optimiser's step is zero (the
+        # contract: every trained parameter gets a .grad)
+        for weight in self.interneuron_to_pyramid:
+            assign_gradient(weight, torch.zeros_like(weight))
 
     def write_cancellation_updates(
         self, apical: Sequence[Tensor], rates: Sequence[Tensor], rate: float
