@@ -10,6 +10,7 @@ import math
 
 import pytest
 import torch
+from energy_cases import small_batch, small_conv_network, small_network
 
 import ngrad
 from ngrad.errors import ConfigError
@@ -19,22 +20,6 @@ from ngrad.rules.energy_based.fixed_point import fixed_point_gradient
 from ngrad.rules.reference import backprop_reference
 
 SETTLED = {"free_steps": 200, "nudged_steps": 200, "tolerance": 0.0}  # fixed points (1e-15)
-
-
-def _network(sizes=(10, 8, 7, 3), activation="tanh", seed=3):
-    torch.manual_seed(seed)
-    return ngrad.mlp(list(sizes), activation=activation).double()
-
-
-def _conv_network(seed=3):
-    torch.manual_seed(seed)
-    return ngrad.convnet((1, 6, 6), (2,), num_classes=3, hidden=(5,), activation="tanh").double()
-
-
-def _batch(shape=(10,), n=12, classes=3, seed=5):
-    generator = torch.Generator().manual_seed(seed)
-    x = torch.randn((n, *shape), generator=generator, dtype=torch.float64)
-    return x, torch.randint(0, classes, (n,), generator=generator)
 
 
 def _parameters(network):
@@ -85,8 +70,8 @@ def bptt_gradient(network, x, y, loss, readout, gamma, steps=200):
     ("loss", "gamma"), [("cross_entropy", 1.0), ("mse", 1.0), ("cross_entropy", 0.25), ("mse", 0.5)]
 )
 def test_ep_update_converges_to_the_bptt_gradient_as_beta_shrinks(loss, gamma):
-    network = _network()
-    x, y = _batch()
+    network = small_network()
+    x, y = small_batch()
     oracle = bptt_gradient(network, x, y, loss, loss != "mse", gamma)
     errors = {}
     for nudging in ("symmetric", "one_sided"):
@@ -108,8 +93,8 @@ def test_ep_update_converges_to_the_bptt_gradient_as_beta_shrinks(loss, gamma):
 
 @pytest.mark.parametrize(("loss", "gamma"), [("cross_entropy", 1.0), ("mse", 0.25)])
 def test_implicit_fixed_point_gradient_equals_bptt(loss, gamma):
-    network = _network()
-    x, y = _batch()
+    network = small_network()
+    x, y = small_batch()
     rule = ngrad.make_rule("ep", network, loss, feedback_strength=gamma, **SETTLED)
     states = rule.free_phase(rule.input_drive(x)).states
     weights, biases = rule.fixed_point_gradients(x, y, states)
@@ -118,8 +103,8 @@ def test_implicit_fixed_point_gradient_equals_bptt(loss, gamma):
 
 
 def test_ep_on_a_convolutional_network_matches_the_bptt_gradient():
-    network = _conv_network()
-    x, y = _batch((1, 6, 6))
+    network = small_conv_network()
+    x, y = small_batch((1, 6, 6))
     rule = ngrad.make_rule("ep", network, nudging_strength=1e-3, feedback_strength=0.5, **SETTLED)
     rule.backward(x, y)
     oracle = bptt_gradient(network, x, y, "cross_entropy", True, 0.5)
@@ -128,8 +113,8 @@ def test_ep_on_a_convolutional_network_matches_the_bptt_gradient():
 
 def test_ep_layer_errors_are_the_adjoint_of_the_fixed_point():
     """-(s+ - s-) / (2 beta N), scaled, estimates v = H^{-1} dC/ds (the error angles use it)."""
-    network = _network()
-    x, y = _batch()
+    network = small_network()
+    x, y = small_batch()
     rule = ngrad.make_rule("ep", network, "mse", nudging_strength=1e-4, feedback_strength=1.0,
                            **SETTLED)  # fmt: skip
     record = rule.backward(x, y)
@@ -141,15 +126,15 @@ def test_ep_layer_errors_are_the_adjoint_of_the_fixed_point():
 
 
 def test_ep_predicts_from_the_free_fixed_point_and_tends_to_feedforward_as_gamma_vanishes():
-    network = _network()
-    x, y = _batch()
+    network = small_network()
+    x, y = small_batch()
     rule = ngrad.make_rule("ep", network, feedback_strength=1.0, **SETTLED)
     record = rule.backward(x, y)
     torch.testing.assert_close(rule(x), record.output, rtol=0, atol=0)
     assert (rule(x) - network(x)).abs().max() > 1e-2  # feedback moves the fixed point
     weak = ngrad.make_rule("ep", network, feedback_strength=1e-7, **SETTLED)
     torch.testing.assert_close(weak(x), network(x), rtol=0, atol=1e-5)
-    shallow = _network(sizes=(10, 8, 3))  # readout on one hidden layer: no feedback at all
+    shallow = small_network(sizes=(10, 8, 3))  # readout on one hidden layer: no feedback at all
     torch.testing.assert_close(ngrad.make_rule("ep", shallow)(x), shallow(x), rtol=0, atol=1e-14)
 
 
@@ -167,8 +152,8 @@ def test_ep_predicts_from_the_free_fixed_point_and_tends_to_feedforward_as_gamma
     ],
 )
 def test_alternating_relaxation_never_raises_the_energy_and_settles(rule_name, activation, loss):
-    network = _network(sizes=(10, 12, 12, 3), activation=activation)
-    x, _ = _batch(n=20)
+    network = small_network(sizes=(10, 12, 12, 3), activation=activation)
+    x, _ = small_batch(n=20)
     rule = ngrad.make_rule(rule_name, network, loss, feedback_strength=0.5, free_steps=1)
     units = rule.unit_activations()
     drive = rule.input_drive(x)
@@ -189,8 +174,8 @@ def test_alternating_relaxation_never_raises_the_energy_and_settles(rule_name, a
 
 
 def test_tolerance_stops_a_phase_once_it_has_settled():
-    network = _network()
-    x, y = _batch()
+    network = small_network()
+    x, y = small_batch()
     rule = ngrad.make_rule("ep", network, free_steps=500, nudged_steps=500, tolerance=1e-9)
     record = rule.backward(x, y)
     assert 5 < record.scalars["free_steps_used"] < 500
@@ -200,8 +185,8 @@ def test_tolerance_stops_a_phase_once_it_has_settled():
 
 
 def test_a_phase_cut_short_reports_its_residual_and_the_samples_that_settled():
-    network = _network()
-    x, y = _batch()
+    network = small_network()
+    x, y = small_batch()
     short = ngrad.make_rule("ep", network, free_steps=3, nudged_steps=2, tolerance=1e-6)
     record = short.backward(x, y)
     assert record.scalars["free_steps_used"] == 3 and record.scalars["nudged_steps_used"] == 2
@@ -225,8 +210,8 @@ def test_a_phase_cut_short_reports_its_residual_and_the_samples_that_settled():
 @pytest.mark.parametrize(("rule_name", "phase"), [("ep", "nudged_steps"), ("chl", "clamped_steps")])
 def test_synchronous_schedule_reaches_the_alternating_fixed_points(rule_name, phase):
     """Both schedules settle to the same states in every phase (the clamped one included)."""
-    network = _network()
-    x, y = _batch()
+    network = small_network()
+    x, y = small_batch()
     updates = []
     for schedule in ("alternating", "synchronous"):
         rule = ngrad.make_rule(rule_name, network, "mse", schedule=schedule, feedback_strength=0.5,
@@ -237,8 +222,8 @@ def test_synchronous_schedule_reaches_the_alternating_fixed_points(rule_name, ph
 
 
 def test_ep_diagnose_reports_energy_residual_and_angle_to_the_fixed_point_gradient():
-    network = _network()
-    x, y = _batch()
+    network = small_network()
+    x, y = small_batch()
     rule = ngrad.make_rule("ep", network, nudging_strength=1e-3, **SETTLED)
     report = rule.diagnose(x, y)
     energy = report["energy_by_step"]
@@ -253,8 +238,8 @@ def test_ep_diagnose_reports_energy_residual_and_angle_to_the_fixed_point_gradie
 
 @pytest.mark.parametrize("gamma", [1.0, 0.25])
 def test_beta_times_ep_tends_to_chl_as_nudging_grows(gamma):
-    network = _network()
-    x, y = _batch()
+    network = small_network()
+    x, y = small_batch()
     chl = ngrad.make_rule("chl", network, "mse", feedback_strength=gamma, free_steps=200,
                           clamped_steps=200, tolerance=0.0)  # fmt: skip
     chl.backward(x, y)
@@ -275,8 +260,8 @@ def test_beta_times_ep_tends_to_chl_as_nudging_grows(gamma):
 def test_chl_on_one_layer_is_the_gradient_of_the_loss(loss, update):
     """Output units with the loss's link (linear, softmax, sigmoid) clamped to the target: the
     contrast (y - s^-) x^T is the delta rule, -dL/dW."""
-    network = _network(sizes=(10, 3), activation="tanh")
-    x, y = _batch()
+    network = small_network(sizes=(10, 3), activation="tanh")
+    x, y = small_batch()
     rule = ngrad.make_rule("chl", network, loss, update=update)
     record = rule.backward(x, y)
     reference = backprop_reference(network, rule.loss, x, y)
@@ -286,8 +271,8 @@ def test_chl_on_one_layer_is_the_gradient_of_the_loss(loss, update):
 
 
 def test_generec_uses_the_minus_phase_presynaptic_activity():
-    network = _network()
-    x, y = _batch()
+    network = small_network()
+    x, y = small_batch()
     rule = ngrad.make_rule("chl", network, update="generec", feedback_strength=0.5)
     rule.backward(x, y)
     drive = rule.input_drive(x)
@@ -302,8 +287,8 @@ def test_generec_uses_the_minus_phase_presynaptic_activity():
 
 def test_weak_feedback_chl_approaches_backprop():
     """Xie & Seung (2003): as gamma -> 0 the normalised CHL update tends to BP's gradient."""
-    network = _network()
-    x, y = _batch()
+    network = small_network()
+    x, y = small_batch()
     reference = backprop_reference(network, get_loss("cross_entropy"), x, y).weight_gradients
     angles = []
     for gamma in (0.1, 0.01):
@@ -337,17 +322,17 @@ def test_weak_feedback_chl_approaches_backprop():
 )
 def test_bad_options_are_named(rule_name, options, fragment):
     with pytest.raises(ConfigError, match=fragment):
-        ngrad.make_rule(rule_name, _network(), **options)
+        ngrad.make_rule(rule_name, small_network(), **options)
 
 
 def test_ep_refuses_settings_without_a_nudged_minimum():
     with pytest.raises(ConfigError, match="nudging_strength < 1"):
-        ngrad.make_rule("ep", _network(), "mse", nudging_strength=1.5)
+        ngrad.make_rule("ep", small_network(), "mse", nudging_strength=1.5)
     with pytest.raises(ConfigError, match="hidden layer"):
-        ngrad.make_rule("ep", _network(sizes=(10, 3)))
-    assert not ngrad.rules.get_rule_class("ep").supports(_network(activation="gelu"))
+        ngrad.make_rule("ep", small_network(sizes=(10, 3)))
+    assert not ngrad.rules.get_rule_class("ep").supports(small_network(activation="gelu"))
     with pytest.raises(ConfigError, match="layer 1's activation 'gelu' has no Hopfield energy"):
-        ngrad.make_rule("chl", _network(activation="gelu"))
+        ngrad.make_rule("chl", small_network(activation="gelu"))
 
 
 def test_relaxed_rules_represent_inputs_by_their_free_fixed_point():

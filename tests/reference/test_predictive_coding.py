@@ -10,6 +10,7 @@ import math
 
 import pytest
 import torch
+from energy_cases import small_batch, small_conv_network, small_network
 
 import ngrad
 from ngrad.nn.losses import get_loss
@@ -20,22 +21,6 @@ from ngrad.rules.energy_based.predictive_coding import (
     state_gradients,
 )
 from ngrad.rules.reference import backprop_reference
-
-
-def _network(sizes=(10, 8, 7, 3), activation="tanh", seed=3):
-    torch.manual_seed(seed)
-    return ngrad.mlp(list(sizes), activation=activation).double()
-
-
-def _conv_network(seed=3):
-    torch.manual_seed(seed)
-    return ngrad.convnet((1, 6, 6), (2,), num_classes=3, hidden=(5,), activation="tanh").double()
-
-
-def _batch(shape=(10,), n=12, classes=3, seed=5):
-    generator = torch.Generator().manual_seed(seed)
-    x = torch.randn((n, *shape), generator=generator, dtype=torch.float64)
-    return x, torch.randint(0, classes, (n,), generator=generator)
 
 
 def _weight_grads(network):
@@ -90,8 +75,8 @@ def _exact_linear_equilibrium(network, x, y, clamping):
 
 @pytest.mark.parametrize("clamping", [1.0, 0.1])
 def test_pc_settles_to_the_exact_equilibrium_of_a_linear_network(clamping):
-    network = _network(sizes=(10, 8, 7, 3), activation="identity")
-    x, y = _batch(n=6)
+    network = small_network(sizes=(10, 8, 7, 3), activation="identity")
+    x, y = small_batch(n=6)
     rule = ngrad.make_rule("pc", network, "mse", steps=800, inference_rate=0.3,
                            output_clamping=clamping, tolerance=0.0)  # fmt: skip
     visited = rule.infer(x, y).visited
@@ -103,8 +88,8 @@ def test_pc_settles_to_the_exact_equilibrium_of_a_linear_network(clamping):
 @pytest.mark.parametrize("kind", ["dense", "conv"])
 @pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
 def test_pc_with_weak_output_clamping_approaches_backprop(kind, loss):
-    network = _network() if kind == "dense" else _conv_network()
-    x, y = _batch() if kind == "dense" else _batch((1, 6, 6))
+    network = small_network() if kind == "dense" else small_conv_network()
+    x, y = small_batch() if kind == "dense" else small_batch((1, 6, 6))
     reference = backprop_reference(network, get_loss(loss), x, y)
     errors = []
     for clamping in (1e-1, 1e-2, 1e-3):
@@ -119,8 +104,8 @@ def test_pc_with_weak_output_clamping_approaches_backprop(kind, loss):
 
 
 def test_pc_without_inference_updates_only_the_output_layer_as_bp_does():
-    network = _network()
-    x, y = _batch()
+    network = small_network()
+    x, y = small_batch()
     rule = ngrad.make_rule("pc", network, steps=0)
     record = rule.backward(x, y)
     reference = backprop_reference(network, rule.loss, x, y)
@@ -132,8 +117,8 @@ def test_pc_without_inference_updates_only_the_output_layer_as_bp_does():
 
 
 def test_pc_default_inference_lowers_the_free_energy_at_every_step():
-    network = _network()
-    x, y = _batch()
+    network = small_network()
+    x, y = small_batch()
     rule = ngrad.make_rule("pc", network)
     report = rule.diagnose(x, y)
     record = rule.backward(x, y)
@@ -145,8 +130,8 @@ def test_pc_default_inference_lowers_the_free_energy_at_every_step():
 
 
 def test_pc_stops_once_settled_and_reports_its_residual():
-    network = _network()
-    x, y = _batch()
+    network = small_network()
+    x, y = small_batch()
     clamping = 0.1
     rule = ngrad.make_rule("pc", network, steps=2000, inference_rate=0.3,
                            output_clamping=clamping, tolerance=1e-8)  # fmt: skip
@@ -165,8 +150,8 @@ def test_pc_stops_once_settled_and_reports_its_residual():
 
 
 def test_pc_backtracking_stops_an_inference_rate_beyond_the_curvature_from_raising_f():
-    network = _network()
-    x, y = _batch()
+    network = small_network()
+    x, y = small_batch()
     rule = ngrad.make_rule("pc", network, steps=6, inference_rate=3.0, output_clamping=1.0)
     trace = network.trace(x)
     start = feedforward_state(network, trace, rule.loss, y, 1.0)

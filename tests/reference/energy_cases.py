@@ -1,0 +1,21 @@
+"""Small float64 networks and batches shared by the energy-based rules' reference tests."""
+
+import torch
+
+import ngrad
+
+
+def small_network(sizes=(10, 8, 7, 3), activation="tanh", seed=3):
+    torch.manual_seed(seed)
+    return ngrad.mlp(list(sizes), activation=activation).double()
+
+
+def small_conv_network(seed=3):
+    torch.manual_seed(seed)
+    return ngrad.convnet((1, 6, 6), (2,), num_classes=3, hidden=(5,), activation="tanh").double()
+
+
+def small_batch(shape=(10,), n=12, classes=3, seed=5):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn((n, *shape), generator=generator, dtype=torch.float64)
+    return x, torch.randint(0, classes, (n,), generator=generator)
