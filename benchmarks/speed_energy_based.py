@@ -1,6 +1,7 @@
 """Epoch time of EP, CHL and PC relative to BP, and to each rule's own arithmetic bound.
 
     python benchmarks/speed_energy_based.py [--repeats 7] [--batches 40] [--json out.json]
+        [--setting TEXT] [--clock cpu]
 
 Two settings, MNIST-shaped random inputs (arithmetic, not accuracy, is measured), one process,
 BP and the rules timed in turn within each repeat on identical networks and batches; reported:
@@ -15,6 +16,9 @@ the median over repeats of (rule epoch time / BP epoch time).
 2. An MLP, 784-256-256-10 tanh, cross-entropy, batch 128, SGD with momentum: EP and CHL with their
    default options (gamma = 0.25; phases stop once settled), PC with T = 5 steps all run (target
    <= 3x BP) and with its defaults.
+3. A VGG-style conv net on 1x28x28 inputs (the catalogue's ``vgg``, relu, channels 32-64-128,
+   every block max-pooled, then the classifier), cross-entropy, batch 64: PC with T = 5 and 10
+   inference steps (target <= 4x BP; PCX reports 4-7x on VGGs), EP and CHL with their defaults.
 
 The arithmetic bound: multiply-accumulates (MACs) of the matrix products one sample needs, per
 rule, counted from the algorithm (steps x products per step, plus the input's drive and the weight
@@ -41,22 +45,30 @@ from _common import epoch_time
 import ngrad
 
 
-def products(sizes: list[int]) -> list[int]:
-    """MACs per sample of each layer's product W_l h_{l-1}: n_l n_{l-1}."""
-    return [a * b for a, b in zip(sizes[1:], sizes[:-1], strict=True)]
+def products(network: ngrad.Network) -> list[int]:
+    """MACs per sample of each layer's linear map: n_l n_{l-1} for a dense layer, out x in x k^2
+    x (map before pooling) for a convolution (its adjoint and weight gradient cost as much)."""
+    shapes = [network.input_shape, *network.layer_output_shapes()]
+    macs = []
+    for layer, below in zip(network.layers, shapes, strict=False):
+        if isinstance(layer, ngrad.nn.Conv2dLayer):
+            out_c, in_c, k, _ = layer.weight.shape
+            height, width = layer.convolved_size(below[-2], below[-1])
+            macs.append(out_c * in_c * k * k * height * width)
+        else:
+            macs.append(layer.weight.numel())
+    return macs
 
 
-def bp_macs(sizes: list[int]) -> int:
+def bp_macs(layer: list[int]) -> int:
     """Forward + weight gradients + input gradients of every layer but the first."""
-    layer = products(sizes)
     return 3 * sum(layer) - layer[0]
 
 
-def ep_macs(sizes: list[int], options: dict, readout: bool, rule: str = "ep") -> float:
+def ep_macs(layer: list[int], options: dict, readout: bool, rule: str = "ep") -> float:
     """EP / CHL as implemented: W_1 x once; per step each coupling between relaxed layers in both
     directions (and, with a readout, its product and adjoint for the nudge); the updates.
     ``options`` holds the steps each phase ran."""
-    layer = products(sizes)
     relaxed = len(layer) - int(readout)
     coupling = sum(layer[1:relaxed])
     top = layer[-1] if readout else 0
@@ -72,17 +84,16 @@ def ep_macs(sizes: list[int], options: dict, readout: bool, rule: str = "ep") ->
     return layer[0] + start + free + nudged + top + updates
 
 
-def pc_macs(sizes: list[int], steps: float) -> float:
+def pc_macs(layer: list[int], steps: float) -> float:
     """Feedforward pass; per step the predictions of layers 2..L and the errors sent down; the
     weight updates."""
-    layer = products(sizes)
     return 2 * sum(layer) + steps * 2 * sum(layer[1:])
 
 
 @dataclass
 class Setting:
     title: str
-    sizes: list[int]
+    sizes: list[int]  # of the MLP; for a catalogue model, its input shape and class count
     activation: str
     output_activation: str
     loss: str
@@ -91,19 +102,29 @@ class Setting:
     rules: dict[str, tuple[str, dict]]  # label -> (rule name, options)
     targets: dict[str, float] = field(default_factory=dict)
     published: dict[str, float] = field(default_factory=dict)
+    model: dict | None = None  # catalogue model name and options, in place of the MLP
+
+    def network(self) -> ngrad.Network:
+        if self.model is None:
+            return ngrad.mlp(self.sizes, self.activation, self.output_activation)
+        from ngrad.models import build
+
+        options = dict(self.model)
+        return build(options.pop("name"), tuple(self.sizes[:-1]), self.sizes[-1], **options)
 
     def arithmetic(self, label: str, steps: dict[str, float]) -> float:
         """MACs relative to BP; ``steps``: the mean steps each phase of the rule ran."""
         name, options = self.rules[label]
+        layer = products(self.network())
         if name == "bp":
-            macs = bp_macs(self.sizes)
+            macs = bp_macs(layer)
         elif name == "pc":
-            macs = pc_macs(self.sizes, steps["inference_steps_used"])
+            macs = pc_macs(layer, steps["inference_steps_used"])
         else:
             readout = name == "ep" and self.loss != "mse"
             ran = {key.replace("_used", ""): value for key, value in steps.items()}
-            macs = ep_macs(self.sizes, {**options, **ran}, readout, name)
-        return macs / bp_macs(self.sizes)
+            macs = ep_macs(layer, {**options, **ran}, readout, name)
+        return macs / bp_macs(layer)
 
 
 LABORIEUX = {
@@ -146,6 +167,24 @@ SETTINGS = [
         },
         targets={"pc T=5": 3.0},
     ),
+    Setting(
+        title="VGG-style conv net 1x28x28 -> 32-64-128 max-pooled relu blocks -> 10, batch 64",
+        sizes=[1, 28, 28, 10],
+        activation="relu",
+        output_activation="identity",
+        loss="cross_entropy",
+        batch_size=64,
+        momentum=0.9,
+        model={"name": "vgg", "channels": (32, 64, 128), "activation": "relu"},
+        rules={
+            "bp": ("bp", {}),
+            "pc T=5": ("pc", {"steps": 5, "tolerance": 0.0}),
+            "pc T=10": ("pc", {"steps": 10, "tolerance": 0.0}),
+            "ep defaults g=0.25": ("ep", {}),
+            "chl defaults g=0.25": ("chl", {}),
+        },
+        targets={"pc T=5": 4.0, "pc T=10": 4.0},
+    ),
 ]
 
 
@@ -155,7 +194,7 @@ def steps_used(rule, batches) -> dict[str, float]:
     for inputs, targets in batches:
         for key, value in rule.backward(inputs, targets).scalars.items():
             if key.endswith("_steps_used"):
-                totals[key] = totals.get(key, 0.0) + value
+                totals[key] = totals.get(key, 0.0) + float(value)  # a 0-d tensor or a float
     return {key: value / len(batches) for key, value in totals.items()}
 
 
@@ -164,14 +203,15 @@ def measure(
 ) -> dict[str, dict]:
     generator = torch.Generator().manual_seed(0)
     count = batches_per_epoch * setting.batch_size
-    inputs = torch.rand(count, setting.sizes[0], generator=generator)
+    shape = setting.sizes[:1] if setting.model is None else setting.sizes[:-1]
+    inputs = torch.rand(count, *shape, generator=generator)
     targets = torch.randint(0, setting.sizes[-1], (count,), generator=generator)
     size = setting.batch_size
     batches = [(inputs[i : i + size], targets[i : i + size]) for i in range(0, count, size)]
     trainers = {}
     for label, (name, options) in setting.rules.items():
         torch.manual_seed(0)
-        network = ngrad.mlp(setting.sizes, setting.activation, setting.output_activation)
+        network = setting.network()
         rule = ngrad.make_rule(name, network, setting.loss, **options)
         optimiser = torch.optim.SGD(rule.parameters(), lr=0.01, momentum=setting.momentum)
         trainers[label] = (rule, optimiser)
@@ -202,6 +242,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--batches", type=int, default=40, help="batches per timed epoch")
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--setting", default="", help="only the settings whose title has this")
     parser.add_argument(
         "--clock",
         choices=("wall", "cpu"),
@@ -213,7 +254,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {threads} thread(s), {args.batches} batches per epoch, "
           f"median of {args.repeats} interleaved repeats, {args.clock} clock")  # fmt: skip
     report = {}
-    for setting in SETTINGS:
+    for setting in [s for s in SETTINGS if args.setting.lower() in s.title.lower()]:
         clock = time.process_time if args.clock == "cpu" else time.perf_counter
         results = measure(setting, args.batches, args.repeats, clock)
         report[setting.title] = results

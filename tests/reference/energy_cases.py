@@ -19,3 +19,13 @@ def small_batch(shape=(10,), n=12, classes=3, seed=5):
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn((n, *shape), generator=generator, dtype=torch.float64)
     return x, torch.randint(0, classes, (n,), generator=generator)
+
+
+def small_pooled_network(activation="tanh", seed=3):
+    """Two max-pooled conv layers (Laborieux et al. 2021's conv+pool couplings), a dense layer
+    and the classifier: 1x8x8 -> 2x4x4 -> 3x2x2 -> 5 -> 3."""
+    torch.manual_seed(seed)
+    network = ngrad.convnet(
+        (1, 8, 8), (2, 3), 3, stride=1, pool=2, hidden=(5,), activation=activation
+    )
+    return network.double()

@@ -10,11 +10,12 @@ import math
 
 import pytest
 import torch
-from energy_cases import small_batch, small_conv_network, small_network
+from energy_cases import small_batch, small_conv_network, small_network, small_pooled_network
 
 import ngrad
 from ngrad.errors import ConfigError
 from ngrad.nn.losses import get_loss
+from ngrad.rules import get_rule_class
 from ngrad.rules.energy_based.energy import hopfield_energy, relax
 from ngrad.rules.energy_based.fixed_point import fixed_point_gradient
 from ngrad.rules.reference import backprop_reference
@@ -109,6 +110,60 @@ def test_ep_on_a_convolutional_network_matches_the_bptt_gradient():
     rule.backward(x, y)
     oracle = bptt_gradient(network, x, y, "cross_entropy", True, 0.5)
     assert _relative_error(_grads(network), oracle) < 1e-5
+
+
+@pytest.mark.parametrize(("activation", "loss", "gamma"), [("sigmoid", "cross_entropy", 1.0),
+                                                       ("relu", "mse", 0.5)])  # fmt: skip
+def test_ep_on_a_max_pooled_conv_energy_converges_to_the_bptt_gradient(activation, loss, gamma):
+    """Laborieux et al.'s conv + max-pool couplings: autograd through the relaxation (through
+    max_pool2d) against the implicit gradient at the switches of the fixed point, and EP."""
+    network = small_pooled_network(activation)
+    x, y = small_batch((1, 8, 8), n=6)
+    oracle = bptt_gradient(network, x, y, loss, loss != "mse", gamma, steps=100)
+    rule = ngrad.make_rule("ep", network, loss, feedback_strength=gamma, **SETTLED)
+    states = rule.free_phase(rule.input_drive(x)).states
+    weights, biases = rule.fixed_point_gradients(x, y, states)
+    assert _relative_error([*weights, *biases], oracle) < 1e-8
+    errors = {}
+    for nudging in ("symmetric", "one_sided"):
+        for beta in (1e-2, 1e-3):
+            rule = ngrad.make_rule("ep", network, loss, nudging_strength=beta, nudging=nudging,
+                                   feedback_strength=gamma, **SETTLED)  # fmt: skip
+            rule.backward(x, y)
+            errors[nudging, beta] = _relative_error(_grads(network), oracle)
+    assert errors["symmetric", 1e-3] < 1e-5
+    assert errors["symmetric", 1e-3] < errors["symmetric", 1e-2] / 50  # O(beta^2)
+    assert errors["one_sided", 1e-3] < errors["one_sided", 1e-2] / 5  # O(beta)
+
+
+@pytest.mark.parametrize("rule_name", ["ep", "chl"])
+def test_pooled_relaxation_never_raises_the_energy_and_both_schedules_agree(rule_name):
+    network = small_pooled_network("sigmoid")
+    x, y = small_batch((1, 8, 8), n=8)
+    rule = ngrad.make_rule(rule_name, network, "mse", feedback_strength=1.0, free_steps=1)
+    drive = rule.input_drive(x)
+    states = rule.initial_states(drive)
+    energies = [hopfield_energy(network, x, states, 1.0)]
+    for _ in range(60):
+        states = relax(network, drive, states, 1, rule.free_update(), 1.0).states
+        energies.append(hopfield_energy(network, x, states, 1.0))
+    rises = torch.stack([b - a for a, b in itertools.pairwise(energies)])
+    assert float(rises.max()) <= 1e-12 * float(energies[0].abs().max())
+    phase = "nudged_steps" if rule_name == "ep" else "clamped_steps"
+    updates = []
+    for schedule in ("alternating", "synchronous"):
+        rule = ngrad.make_rule(rule_name, network, "mse", schedule=schedule, free_steps=300,
+                               tolerance=1e-13, **{phase: 300})  # fmt: skip
+        rule.backward(x, y)
+        updates.append(_grads(network))
+    assert _relative_error(updates[1], updates[0]) < 1e-9
+
+
+def test_hopfield_rules_refuse_max_pooling_of_signed_units():
+    network = small_pooled_network("tanh")
+    for rule_name in ("ep", "chl"):
+        reason = get_rule_class(rule_name).unsupported_reason(network)
+        assert "non-negative" in reason and "layer 1" in reason
 
 
 def test_ep_layer_errors_are_the_adjoint_of_the_fixed_point():

@@ -10,7 +10,7 @@ import math
 
 import pytest
 import torch
-from energy_cases import small_batch, small_conv_network, small_network
+from energy_cases import small_batch, small_conv_network, small_network, small_pooled_network
 
 import ngrad
 from ngrad.nn.losses import get_loss
@@ -85,11 +85,13 @@ def test_pc_settles_to_the_exact_equilibrium_of_a_linear_network(clamping):
         torch.testing.assert_close(actual, wanted, rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.parametrize("kind", ["dense", "conv"])
+@pytest.mark.parametrize("kind", ["dense", "conv", "pooled"])
 @pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
 def test_pc_with_weak_output_clamping_approaches_backprop(kind, loss):
-    network = small_network() if kind == "dense" else small_conv_network()
-    x, y = small_batch() if kind == "dense" else small_batch((1, 6, 6))
+    networks = {"dense": small_network, "conv": small_conv_network, "pooled": small_pooled_network}
+    network = networks[kind]()
+    shapes = {"dense": (10,), "conv": (1, 6, 6), "pooled": (1, 8, 8)}
+    x, y = small_batch(shapes[kind])
     reference = backprop_reference(network, get_loss(loss), x, y)
     errors = []
     for clamping in (1e-1, 1e-2, 1e-3):
@@ -182,3 +184,20 @@ def test_pc_does_not_halve_its_rate_on_float32_rounding_near_equilibrium(clampin
     rounding = 64 * torch.finfo(torch.float32).eps
     assert all(b <= a + rounding * abs(a) for a, b in itertools.pairwise(energies))
     assert inference.residual < 1e-3  # it kept moving to equilibrium
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_pc_between_max_pooled_blocks_never_raises_the_free_energy(activation):
+    """Value nodes between VGG-style blocks: the default inference descends F, and the switches
+    it records are those of the state's own predictions."""
+    network = small_pooled_network(activation)
+    x, y = small_batch((1, 8, 8), n=8)
+    rule = ngrad.make_rule("pc", network, steps=20, tolerance=0.0)
+    visited = rule.infer(x, y).visited
+    energies = [free_energy(state, network, rule.loss, y, 0.1) for state in visited]
+    assert max(b - a for a, b in itertools.pairwise(energies)) <= 1e-12 * abs(energies[0])
+    assert energies[-1] < energies[0]
+    final = visited[-1]
+    expected = network.layers[1].switches(final.rates[0])  # layer 2 (index 1): the second conv
+    assert torch.equal(final.switches[1], expected)
+    assert final.switches[2] is None  # a dense layer has none

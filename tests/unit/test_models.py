@@ -90,6 +90,9 @@ def test_resnet_sizes_match_the_reference_code():
 @pytest.mark.parametrize("name", list(MODELS))
 def test_models_are_made_of_plain_torch_layers(name):
     model = build(name, SHAPES[name][0], 3)
+    if isinstance(model, ngrad.Network):  # a VGG with a monotone activation: ngrad's layers
+        assert name == "vgg" and all(isinstance(layer, Layer) for layer in model.layers)
+        model = build(name, SHAPES[name][0], 3, activation="gelu")
     for module in model.modules():
         assert not isinstance(module, ngrad.Network | Layer)
         if any(True for _ in module.parameters(recurse=False)):
@@ -138,6 +141,10 @@ def test_biotorch_models_default_to_xavier_with_zero_biases():
 
 
 def block_shapes(model: nn.Module, shape: tuple[int, ...]) -> list[tuple[int, ...]]:
+    if isinstance(model, ngrad.Network):  # a VGG of ngrad layers: each conv layer is a block
+        shapes = model.layer_output_shapes()
+        return [tuple(s) for s, layer in zip(shapes, model.layers, strict=True) if s.numel() > 0
+                and isinstance(layer, ngrad.nn.Conv2dLayer)]  # fmt: skip
     shapes = []
     blocks = [m for n, m in model.named_children() if n.startswith("block")]
     hooks = [
@@ -172,6 +179,37 @@ def test_vgg_options_from_text():
     assert isinstance(model.block2.act, nn.Tanh) and model.fc1.out_features == 9
     unpooled = build("vgg", (1, 5, 5), 2, channels=(3,), pool=())
     assert block_shapes(unpooled, (1, 5, 5)) == [(3, 5, 5)]
+
+
+def test_vgg_with_a_monotone_activation_is_a_network_of_pooled_ngrad_layers():
+    from ngrad.models.vgg import VGGOptions, _build_module
+
+    options = {"channels": (4, 6), "pool": (1, 2), "hidden": (7,), "activation": "relu"}
+    torch.manual_seed(0)
+    network = build("vgg", (3, 9, 9), 5, **options)
+    torch.manual_seed(0)
+    module = _build_module("vgg", (3, 9, 9), 5, VGGOptions(**options))
+    assert isinstance(network, ngrad.Network) and not isinstance(module, ngrad.Network)
+    assert [getattr(layer, "pool", 1) for layer in network.layers] == [2, 2, 1, 1]
+    assert block_shapes(network, (3, 9, 9)) == block_shapes(module, (3, 9, 9))
+    x = torch.randn(2, 3, 9, 9)
+    torch.testing.assert_close(network(x), module(x))  # conv -> relu -> pool, same weights
+    assert count(network) == count(module)
+    assert isinstance(build("vgg5", (3, 32, 32), 10, activation="tanh"), ngrad.Network)
+    for plain in ({"activation": "gelu"}, {"batch_norm": True}):  # gelu is not monotone
+        assert not isinstance(build("vgg7", (3, 32, 32), 10, **plain), ngrad.Network)
+
+
+def test_rules_train_the_vgg_network_or_say_why():
+    from ngrad.rules import REGISTRY
+    from ngrad.train.build import unsupported_reason
+
+    network = build("vgg", (1, 8, 8), 3, channels=(2, 3), activation="relu")
+    refusals = {name: unsupported_reason(name, network) for name in REGISTRY}
+    for name in ("bp", "fa", "ep", "chl", "pc"):
+        assert refusals[name] is None, (name, refusals[name])
+    signed = build("vgg", (1, 8, 8), 3, channels=(2, 3), activation="tanh")
+    assert "non-negative" in unsupported_reason("ep", signed)
 
 
 def test_vgg_refuses_inputs_its_pooling_empties():

@@ -77,6 +77,79 @@ def test_layer_adjoints_match_autograd(layer, shape):
     torch.testing.assert_close(layer.transpose(delta, other, inputs.shape), expected)
 
 
+POOLED = [
+    (Conv2dLayer(2, 3, 3, "relu", stride=1, padding=1, pool=2), (3, 2, 6, 6)),
+    (Conv2dLayer(2, 3, 3, "tanh", stride=1, padding=1, pool=2), (2, 2, 7, 7)),  # 7 // 2: drops one
+    (Conv2dLayer(2, 4, 3, "relu", stride=2, padding=1, pool=3), (2, 2, 13, 13)),
+]
+
+
+@pytest.mark.parametrize(("layer", "shape"), POOLED)
+def test_pooled_layer_adjoints_are_autograds_at_the_switches(layer, shape):
+    torch.manual_seed(0)
+    layer = layer.double()
+    inputs = torch.randn(shape, dtype=torch.float64).requires_grad_()
+    pre, switches = layer.pre_activation_and_switches(inputs)
+    torch.testing.assert_close(pre, layer.pre_activation(inputs))
+    torch.testing.assert_close(switches, layer.switches(inputs))
+    delta = torch.randn_like(pre)
+    grad_input, grad_weight, grad_bias = torch.autograd.grad(
+        pre, [inputs, layer.weight, layer.bias], delta
+    )
+    x = inputs.detach()
+    torch.testing.assert_close(layer.transpose(delta, layer.weight, shape, x), grad_input)
+    torch.testing.assert_close(
+        layer.transpose(delta, layer.weight, shape, switches=switches), grad_input
+    )
+    torch.testing.assert_close(layer.weight_gradient(delta, x), grad_weight)
+    torch.testing.assert_close(layer.weight_gradient(delta, x, switches=switches), grad_weight)
+    torch.testing.assert_close(layer.bias_gradient(delta), grad_bias)
+    # with another matrix B: the linear map read at W's switches, and its adjoint (FA's pathway)
+    other = torch.randn_like(layer.weight).requires_grad_()
+    out = layer.linear(inputs, other, switches=switches)
+    (expected_input, expected_weight) = torch.autograd.grad(out, [inputs, other], delta)
+    torch.testing.assert_close(layer.transpose(delta, other.detach(), shape, x), expected_input)
+    torch.testing.assert_close(
+        layer.linear(x, layer.weight, switches=switches), layer.linear(x, layer.weight)
+    )
+    # the weight gradient at fixed switches is the vjp of the switched map in its weight
+    (weight_vjp,) = torch.autograd.grad(
+        layer.linear(x, layer.weight, switches=switches), layer.weight, delta
+    )
+    torch.testing.assert_close(layer.weight_gradient(delta, x), weight_vjp)
+    assert expected_weight.shape == layer.weight.shape
+
+
+def test_pooled_transpose_without_inputs_says_what_it_needs():
+    layer = Conv2dLayer(1, 2, 3, padding=1, pool=2)
+    delta = torch.zeros(1, 2, 2, 2)
+    with pytest.raises(ValueError, match="inputs=h_in"):
+        layer.transpose(delta, layer.weight, torch.Size([1, 1, 4, 4]))
+    unpooled = Conv2dLayer(1, 2, 3, padding=1)
+    assert unpooled.switches(torch.zeros(1, 1, 4, 4)) is None
+    assert "pool=2" in repr(layer)
+
+
+def test_pooled_convnet_backprop_matches_autograd():
+    from ngrad.rules.layerwise import output_error, propagate_errors, write_layer_gradients
+
+    torch.manual_seed(1)
+    net = ngrad.convnet((1, 8, 8), (3, 4), 3, stride=1, pool=2, hidden=(5,)).double()
+    assert net.layer_output_shapes()[:2] == [torch.Size([3, 4, 4]), torch.Size([4, 2, 2])]
+    x = torch.randn(4, 1, 8, 8, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 1])
+    loss = get_loss("cross_entropy")
+    expected = torch.autograd.grad(loss(net(x), y), [layer.weight for layer in net.layers])
+    with torch.no_grad():
+        trace = net.trace(x)
+        assert trace.switches[0] is not None and trace.switches[2] is None
+        weights = [None, *(layer.weight for layer in net.layers[1:])]
+        errors = propagate_errors(net, trace, output_error(net, loss, trace, y), weights)
+        write_layer_gradients(net, trace, errors)
+    for layer, grad in zip(net.layers, expected, strict=True):
+        torch.testing.assert_close(layer.weight.grad, grad)
+
+
 def test_mlp_structure_and_trace():
     net = ngrad.mlp([5, 4, 3], activation="sigmoid")
     assert [type(layer) for layer in net.layers] == [DenseLayer, DenseLayer]

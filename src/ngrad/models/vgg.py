@@ -26,6 +26,15 @@ U(+-1/sqrt(fan_in)) weights and biases as the equinox layers of PCX):
 
 PCX tunes the activation per run (mostly GELU, which is the presets' default); neither benchmark
 uses batch norm (``batch_norm`` adds it).
+
+Which type the builders return: with a monotone activation of ngrad's (relu, tanh, sigmoid,
+leaky_relu, identity) and no batch norm, an ngrad :class:`~ngrad.nn.network.Network` of
+max-pooled :class:`~ngrad.nn.layers.Conv2dLayer` s and :class:`~ngrad.nn.layers.DenseLayer` s,
+which every family's rules train (a layer computes f(maxpool(conv) + b), the same function as
+conv -> f -> pool for a monotone f; state_dict keys ``layers.<i>.weight``). Otherwise (GELU, which
+is not monotone, ELU, hard tanh, batch norm) the plain ``nn.Sequential`` of blocks above
+(``block<i>.conv``, ...), which the feedback-alignment family trains through its hooks. Both draw
+the same weights for a given seed.
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import nn
 
 from ngrad.errors import ConfigError
@@ -50,8 +60,13 @@ from ngrad.models.common import (
     shape_text,
 )
 from ngrad.nn.init import Init
+from ngrad.nn.layers import Conv2dLayer, DenseLayer, Layer
+from ngrad.nn.network import Network
 
 __all__ = ["PCXVGGOptions", "SimpleVGGOptions", "VGGOptions", "simple_vgg", "vgg", "vgg5", "vgg7"]
+
+# Activations for which f(maxpool(u)) = maxpool(f(u)), so an ngrad layer pools before f.
+MONOTONE = ("relu", "tanh", "sigmoid", "leaky_relu", "identity")
 
 
 @dataclass(frozen=True)
@@ -98,14 +113,14 @@ class SimpleVGGOptions(PCXVGGOptions):
 
 def vgg(
     input_shape: Sequence[int] = (3, 32, 32), num_classes: int = 10, **options: Any
-) -> nn.Sequential:
+) -> nn.Module:
     """A VGG-style conv net of any depth and widths. Options: see :class:`VGGOptions`."""
     return _build("vgg", input_shape, num_classes, parse_options(VGGOptions, options, "vgg"))
 
 
 def vgg5(
     input_shape: Sequence[int] = (3, 32, 32), num_classes: int = 10, **options: Any
-) -> nn.Sequential:
+) -> nn.Module:
     """PCX's VGG-5. Options: see :class:`PCXVGGOptions`."""
     preset = parse_options(PCXVGGOptions, options, "vgg5")
     config = VGGOptions(channels=(128, 256, 512, 512), **_preset_fields(preset))
@@ -114,7 +129,7 @@ def vgg5(
 
 def vgg7(
     input_shape: Sequence[int] = (3, 32, 32), num_classes: int = 10, **options: Any
-) -> nn.Sequential:
+) -> nn.Module:
     """PCX's VGG-7. Options: see :class:`PCXVGGOptions`."""
     preset = parse_options(PCXVGGOptions, options, "vgg7")
     config = VGGOptions(
@@ -128,7 +143,7 @@ def vgg7(
 
 def simple_vgg(
     input_shape: Sequence[int] = (3, 32, 32), num_classes: int = 10, **options: Any
-) -> nn.Sequential:
+) -> nn.Module:
     """Ernoult et al.'s SimpleVGG. Options: see :class:`SimpleVGGOptions`."""
     preset = parse_options(SimpleVGGOptions, options, "simple_vgg")
     config = VGGOptions(channels=(128, 128, 256, 256, 512), **_preset_fields(preset))
@@ -143,7 +158,41 @@ def _preset_fields(preset: PCXVGGOptions) -> dict[str, Any]:
     }
 
 
-def _build(model: str, input_shape: Any, num_classes: Any, config: VGGOptions) -> nn.Sequential:
+def _build(model: str, input_shape: Any, num_classes: Any, config: VGGOptions) -> nn.Module:
+    """The network of ngrad layers where it can be one, else the plain module."""
+    module = _build_module(model, input_shape, num_classes, config)
+    if config.batch_norm or config.activation not in MONOTONE:
+        return module
+    return _as_network(module, image_shape(input_shape, model), config)
+
+
+def _as_network(module: nn.Sequential, shape: tuple[int, int, int], config: VGGOptions) -> Network:
+    """The same net as ngrad layers, with the module's (already drawn) weights."""
+    layers: list[Layer] = []
+    for name, child in module.named_children():
+        if name.startswith("block"):
+            conv = child.conv
+            pool = 2 if hasattr(child, "pool") else 1
+            layer: Layer = Conv2dLayer(
+                conv.in_channels, conv.out_channels, conv.kernel_size[0], config.activation,
+                padding=conv.padding[0], pool=pool,
+            )  # fmt: skip
+        elif isinstance(child, nn.Linear):
+            activation = "identity" if name == "classifier" else config.activation
+            layer = DenseLayer(child.in_features, child.out_features, activation)
+        else:
+            continue
+        with torch.no_grad():
+            source = child.conv if name.startswith("block") else child
+            layer.weight.copy_(source.weight)
+            layer.bias.copy_(source.bias)
+        layers.append(layer)
+    return Network(layers, input_shape=shape)
+
+
+def _build_module(
+    model: str, input_shape: Any, num_classes: Any, config: VGGOptions
+) -> nn.Sequential:
     shape = image_shape(input_shape, model)
     classes = checked_classes(num_classes, model)
     channels, height, width = shape

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -24,10 +24,17 @@ __all__ = ["ForwardTrace", "Network", "convnet", "mlp"]
 @dataclass
 class ForwardTrace:
     """Everything a forward pass computed: activities[0] = x, activities[l] = h_l, and
-    pre_activations[l - 1] = a_l (the input of ``layers[i]`` is ``activities[i]``)."""
+    pre_activations[l - 1] = a_l (the input of ``layers[i]`` is ``activities[i]``); switches[i]:
+    where ``layers[i]``'s pooling took its maxima (None for a layer without pooling; an empty list
+    when the trace was built without them)."""
 
     activities: list[Tensor]
     pre_activations: list[Tensor]
+    switches: list[Tensor | None] = field(default_factory=list)
+
+    def switches_of(self, index: int) -> Tensor | None:
+        """``layers[index]``'s switches, or None where the trace has none."""
+        return self.switches[index] if index < len(self.switches) else None
 
     @property
     def output(self) -> Tensor:
@@ -67,12 +74,13 @@ class Network(nn.Module):
 
     def trace(self, inputs: Tensor) -> ForwardTrace:
         """Forward pass keeping every pre-activation and activity (in the caller's grad mode)."""
-        activities, pre_activations = [inputs], []
+        activities, pre_activations, switches = [inputs], [], []
         for layer in self.layers:
-            pre = layer.pre_activation(activities[-1])
+            pre, where = layer.pre_activation_and_switches(activities[-1])
             pre_activations.append(pre)
+            switches.append(where)
             activities.append(layer.activation(pre))
-        return ForwardTrace(activities, pre_activations)
+        return ForwardTrace(activities, pre_activations, switches)
 
 
 def mlp(
@@ -110,8 +118,10 @@ def convnet(
     activation: str | Activation = "relu",
     hidden: list[int] | tuple[int, ...] = (),
     init: str = "pytorch",
+    pool: int = 1,
 ) -> Network:
-    """Strided convolutions (``channels``), then dense layers (``hidden``), then the classifier."""
+    """Strided convolutions (``channels``; each max-pooled by ``pool`` when it exceeds 1), then
+    dense layers (``hidden``), then the classifier."""
     shape = _size_list(input_shape, "convnet's input_shape")
     if len(shape) != 3:
         raise ValueError(f"convnet's input_shape is (channels, height, width), got {shape!r}")
@@ -121,12 +131,17 @@ def convnet(
     num_classes = check_size(num_classes, "convnet num_classes")
     kernel_size = check_size(kernel_size, "convnet kernel_size")
     stride = check_size(stride, "convnet stride")
+    pool = check_size(pool, "convnet pool")
     layers: list[Layer] = []
     padding = kernel_size // 2
     for out_c in channels:
-        layers.append(Conv2dLayer(c, out_c, kernel_size, activation, stride, padding, init=init))
-        h = (h + 2 * padding - kernel_size) // stride + 1
-        w = (w + 2 * padding - kernel_size) // stride + 1
+        layers.append(
+            Conv2dLayer(c, out_c, kernel_size, activation, stride, padding, init=init, pool=pool)
+        )
+        h = ((h + 2 * padding - kernel_size) // stride + 1) // pool
+        w = ((w + 2 * padding - kernel_size) // stride + 1) // pool
+        if h < 1 or w < 1:
+            raise ValueError(f"convnet: a {shape!r} input is too small for {len(layers)} layers")
         c = out_c
     features = c * h * w
     for width in hidden:

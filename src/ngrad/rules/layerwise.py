@@ -66,7 +66,11 @@ def propagate_errors(
     for index in range(len(network.layers) - 1, 0, -1):
         layer = network.layers[index]
         signal = layer.transpose(
-            errors[-1], feedback_matrices[index], trace.activities[index].shape
+            errors[-1],
+            feedback_matrices[index],
+            trace.activities[index].shape,
+            trace.activities[index],
+            switches=trace.switches_of(index),
         )
         errors.append(hidden_error(network, trace, index - 1, signal))
     errors.reverse()
@@ -77,8 +81,10 @@ def write_layer_gradients(
     network: Network, trace: ForwardTrace, errors: Sequence[Tensor], weight_decay: float = 0.0
 ) -> None:
     """dW_l = delta_l h_{l-1}^T (+ weight_decay W_l) and db_l = sum delta_l, into ``.grad``."""
-    for layer, inputs, error in zip(network.layers, trace.activities, errors, strict=False):
-        weight_update = layer.weight_gradient(error, inputs)
+    for index, (layer, inputs, error) in enumerate(
+        zip(network.layers, trace.activities, errors, strict=False)
+    ):
+        weight_update = layer.weight_gradient(error, inputs, switches=trace.switches_of(index))
         if weight_decay:
             weight_update.add_(layer.weight, alpha=weight_decay)
         bias_update = layer.bias_gradient(error) if layer.bias is not None else None
@@ -96,6 +102,8 @@ class FeedbackPathwayRule(LearningRule):
     """
 
     trains_modules = True
+    supports_mixed_precision = True
+    scales_with_loss = True  # subclasses whose feedback learns otherwise say False
 
     def __init__(self, network: nn.Module, loss="cross_entropy", **options) -> None:
         super().__init__(network, loss, **options)

@@ -13,7 +13,7 @@ import itertools
 import torch
 from torch import Tensor
 
-from ngrad.nn.network import Network
+from ngrad.nn.network import Network, convnet
 from ngrad.rules import LearningRule, make_rule
 from ngrad.rules.checking import (
     CheckResult,
@@ -55,11 +55,19 @@ def relative_error(updates: list[Tensor], references: list[Tensor]) -> float:
     return (difference / size) ** 0.5
 
 
+def pooled_network(activation: str = "sigmoid", seed: int = 0) -> Network:
+    """A tiny VGG-style net: two max-pooled 3x3 conv layers (Laborieux et al. 2021's conv+pool
+    couplings), a dense layer and the classifier: 1x8x8 -> 2x4x4 -> 3x2x2 -> 5 -> 4."""
+    torch.manual_seed(seed)
+    network = convnet((1, 8, 8), (2, 3), 4, stride=1, pool=2, hidden=(5,), activation=activation)
+    return network.double()
+
+
 def ep_error_to_fixed_point_gradient(
     rule_name: str, network: Network, loss: str, beta: float, nudging: str, **options
 ) -> tuple[float, float]:
     """(relative error, min cosine) of EP's update to dC/dtheta at the free fixed point."""
-    inputs, targets = random_batch((12,), 4)
+    inputs, targets = random_batch(network.input_shape, 4)
     rule = make_rule(
         rule_name, network, loss, nudging_strength=beta, nudging=nudging, **SETTLED, **options
     )
@@ -84,6 +92,25 @@ def check_ep_equals_fixed_point_gradient(rule_name: str, **options) -> list[Chec
 
 
 @check_of(EquilibriumPropagation)
+def check_ep_on_a_pooled_conv_energy(rule_name: str, **options) -> list[CheckResult]:
+    """Conv + max-pool couplings: symmetric EP at small beta is the gradient at the free fixed
+    point (with the switches held there), its error O(beta^2); one-sided O(beta)."""
+    results = []
+    for nudging, ratio_bound in (("symmetric", 0.02), ("one_sided", 0.2)):
+        errors = {}
+        for beta in (1e-2, 1e-3):
+            errors[beta], cosine = ep_error_to_fixed_point_gradient(
+                rule_name, pooled_network(), "cross_entropy", beta, nudging, **options
+            )
+        if nudging == "symmetric":
+            label = "pooled conv: 1-cos(EP beta=1e-3 symmetric, grad at free fixed pt)"
+            results.append(CheckResult(rule_name, label, 1.0 - cosine, 1e-6, "<"))
+        label = f"pooled conv, {nudging}: error(beta=1e-3) / error(beta=1e-2)"
+        results.append(CheckResult(rule_name, label, errors[1e-3] / errors[1e-2], ratio_bound, "<"))
+    return results
+
+
+@check_of(EquilibriumPropagation)
 def check_ep_bias_shrinks_with_beta(rule_name: str, **options) -> list[CheckResult]:
     """The estimator's error falls as beta does: O(beta^2) symmetric, O(beta) one-sided."""
     results = []
@@ -101,62 +128,60 @@ def check_ep_bias_shrinks_with_beta(rule_name: str, **options) -> list[CheckResu
 
 @check_of(EquilibriumPropagation, ContrastiveHebbian)
 def check_free_phase_settles(rule_name: str, **options) -> list[CheckResult]:
-    """The alternating free phase never raises the energy and reaches a fixed point."""
-    network = dense_network(sizes=(12, 16, 16, 4))
-    inputs, _ = random_batch((12,), 4, n=32)
-    rule = make_rule(rule_name, network, "mse", feedback_strength=1.0, **options)
-    drive = rule.input_drive(inputs)
-    states = rule.initial_states(drive)
-    energies = [hopfield_energy(network, inputs, states)]
-    for _ in range(150):
-        states = relax(network, drive, states, 1, rule.free_update(), 1.0, "alternating").states
-        energies.append(hopfield_energy(network, inputs, states, 1.0))
-    rise = float(max((after - before).max() for before, after in itertools.pairwise(energies)))
-    scale = float(energies[0].abs().max())
-    residual = relax(network, drive, states, 1, rule.free_update(), 1.0, "alternating").residual
-    return [
-        CheckResult(
-            rule_name, "largest energy rise per step / |E| (alternating)", rise / scale, 1e-12, "<"
-        ),
-        CheckResult(
-            rule_name, "free-phase residual max|s_t - s_t-1| after 150 steps", residual, 1e-10, "<"
-        ),
-    ]
+    """The alternating free phase never raises the energy and reaches a fixed point, on dense
+    layers and on max-pooled conv layers with non-negative units."""
+    results = []
+    cases = (("", dense_network(sizes=(12, 16, 16, 4))), ("pooled conv, ", pooled_network()))
+    for kind, network in cases:
+        inputs, _ = random_batch(network.input_shape, 4, n=32)
+        rule = make_rule(rule_name, network, "mse", feedback_strength=1.0, **options)
+        drive = rule.input_drive(inputs)
+        states = rule.initial_states(drive)
+        energies = [hopfield_energy(network, inputs, states)]
+        for _ in range(150):
+            step = relax(network, drive, states, 1, rule.free_update(), 1.0, "alternating")
+            states = step.states
+            energies.append(hopfield_energy(network, inputs, states, 1.0))
+        rise = max(float((after - before).max()) for before, after in itertools.pairwise(energies))
+        scale = float(energies[0].abs().max())
+        residual = relax(network, drive, states, 1, rule.free_update(), 1.0).residual
+        results += [
+            CheckResult(
+                rule_name, f"{kind}largest energy rise per step / |E| (alternating)",
+                rise / scale, 1e-12, "<",
+            ),
+            CheckResult(
+                rule_name, f"{kind}free-phase residual max|s_t - s_t-1| after 150 steps",
+                residual, 1e-10, "<",
+            ),
+        ]  # fmt: skip
+    return results
 
 
 @check_of(ContrastiveHebbian)
 def check_chl_is_ep_at_infinite_nudging(rule_name: str, **options) -> list[CheckResult]:
-    """beta x (one-sided EP at beta) -> CHL as beta -> infinity (linear outputs, mse)."""
-    inputs, targets = random_batch((12,), 4)
-    settled = {"free_steps": 200, "clamped_steps": 200, "tolerance": 0.0}
-    chl = make_rule(rule_name, dense_network(), "mse", **settled, **options)
-    chl.backward(inputs, targets)
-    expected = parameter_updates(chl)
-    errors = {}
-    for beta in (1e2, 1e4):
-        ep = make_rule(
-            "ep",
-            dense_network(),
-            "mse",
-            nudging_strength=beta,
-            nudging="one_sided",
-            feedback_strength=chl.options.feedback_strength,
-            **SETTLED,
-        )
-        ep.backward(inputs, targets)
-        errors[beta] = relative_error([beta * u for u in parameter_updates(ep)], expected)
-    return [
-        CheckResult(
-            rule_name, "|beta EP(beta) - CHL| / |CHL| at beta = 1e4", errors[1e4], 1e-3, "<"
-        ),
-        CheckResult(
-            rule_name,
-            "that error at 1e4 / at 1e2 (exact: 1e-2)",
-            errors[1e4] / errors[1e2],
-            0.02,
-            "<",
-        ),
-    ]
+    """beta x (one-sided EP at beta) -> CHL as beta -> infinity (linear outputs, mse), on dense
+    layers and on max-pooled conv layers."""
+    results = []
+    for kind, build in (("", dense_network), ("pooled conv: ", pooled_network)):
+        inputs, targets = random_batch(build().input_shape, 4)
+        settled = {"free_steps": 200, "clamped_steps": 200, "tolerance": 0.0}
+        chl = make_rule(rule_name, build(), "mse", **settled, **options)
+        chl.backward(inputs, targets)
+        expected = parameter_updates(chl)
+        errors = {}
+        for beta in (1e2, 1e4):
+            ep = make_rule(
+                "ep", build(), "mse", nudging_strength=beta, nudging="one_sided",
+                feedback_strength=chl.options.feedback_strength, **SETTLED,
+            )  # fmt: skip
+            ep.backward(inputs, targets)
+            errors[beta] = relative_error([beta * u for u in parameter_updates(ep)], expected)
+        label = f"{kind}|beta EP(beta) - CHL| / |CHL| at beta = 1e4"
+        results.append(CheckResult(rule_name, label, errors[1e4], 1e-3, "<"))
+        label = f"{kind}that error at 1e4 / at 1e2 (exact: 1e-2)"
+        results.append(CheckResult(rule_name, label, errors[1e4] / errors[1e2], 0.02, "<"))
+    return results
 
 
 @check_of(ContrastiveHebbian)
@@ -274,3 +299,39 @@ def check_pc_linear_equilibrium(rule_name: str, **options) -> list[CheckResult]:
             "<",
         ),
     ]
+
+
+@check_of(PredictiveCoding)
+def check_pc_on_a_pooled_conv_net(rule_name: str, **options) -> list[CheckResult]:
+    """Value nodes between max-pooled conv blocks: weak clamping tends to backprop (through the
+    forward pass's switches) and the default inference never raises the free energy."""
+    inputs, targets = random_batch((1, 8, 8), 4)
+    errors = {}
+    for clamping in (1e-2, 1e-3):
+        network = pooled_network("tanh")
+        rule = make_rule(
+            rule_name, network, steps=200, inference_rate=0.3, output_clamping=clamping,
+            tolerance=0.0, **options,
+        )  # fmt: skip
+        rule.backward(inputs, targets)
+        reference = bp_gradients(network, inputs, targets).weight_gradients
+        errors[clamping] = relative_error(weight_updates(rule), reference)
+    rule = make_rule(rule_name, pooled_network("relu"), tolerance=0.0, **options)
+    with torch.no_grad():
+        visited = rule.infer(inputs, targets).visited
+    clamping = rule.options.output_clamping
+    energies = [free_energy(s, rule.network, rule.loss, targets, clamping) for s in visited]
+    rise = max(after - before for before, after in itertools.pairwise(energies))
+    return [
+        CheckResult(
+            rule_name, "pooled conv: error to BP at clamping 1e-3", errors[1e-3], 1e-2, "<"
+        ),
+        CheckResult(
+            rule_name, "pooled conv: that error / at clamping 1e-2 (exact: 0.1)",
+            errors[1e-3] / errors[1e-2], 0.2, "<",
+        ),
+        CheckResult(
+            rule_name, "pooled conv: largest free-energy rise per step / F(start)",
+            rise / energies[0], 1e-12, "<",
+        ),
+    ]  # fmt: skip

@@ -57,6 +57,7 @@ from ngrad.rules.energy_based.energy import (
     write_contrastive_gradients,
 )
 from ngrad.rules.energy_based.hopfield import HopfieldRule, RelaxationOptions, phase_scalars
+from ngrad.search_space import Uniform, tunable
 
 __all__ = ["ContrastiveHebbian"]
 
@@ -81,6 +82,7 @@ class ContrastiveHebbian(HopfieldRule):
     summary = "contrastive Hebbian learning: clamped-phase minus free-phase co-activity"
     citation = "Movellan 1991; O'Reilly 1996, Neural Comput. (GeneRec)"
     Options = ContrastiveHebbianOptions
+    search_space = tunable(feedback_strength=Uniform(0.05, 1.0))
 
     def unit_activations(self) -> list[Activation]:
         units = super().unit_activations()

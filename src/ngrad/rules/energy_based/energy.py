@@ -18,6 +18,13 @@ layers, then the even ones (``schedule="alternating"``) is block coordinate desc
 raises E; updating every layer from the old state (``"synchronous"``, Laborieux et al.'s code)
 costs the same without that guarantee. As gamma -> 0 the free fixed point is the feedforward pass.
 
+Max-pooled conv layers (Laborieux et al. 2021): a_l = maxpool(W_l * s_{l-1}) + b_l in E, which is
+linear in s_{l-1} once the switches (where each window's maximum sits) are fixed. The relaxation
+reads them at the current state (a layer's bottom-up product refreshes them; its top-down pass
+reuses them). For s_l >= 0 (relu, sigmoid units) -s_l . maxpool(W_l * s_{l-1}) is concave in
+s_{l-1}, so the update at the current switches minimises an upper bound of E that touches it:
+the alternating schedule still never raises E.
+
 M = L when the output units relax (squared-error variant), M = L - 1 when the last layer is a
 readout of s_{L-1} outside the energy (Laborieux et al. 2021's cross-entropy variant). The top
 relaxed layer takes a ``top_update(u_M, s_M)``: f_M(u_M) in the free phase, the nudged or clamped
@@ -51,6 +58,7 @@ __all__ = [
     "bottom_up",
     "feedforward_states",
     "hopfield_energy",
+    "is_pooled",
     "largest_change",
     "one_hot_like",
     "readout_error",
@@ -105,15 +113,28 @@ def bottom_up(layer: Layer, below: Tensor) -> Tensor:
 
 
 def add_top_down(
-    drive: Tensor, layer_above: Layer, above: Tensor, strength: float, in_place: bool
+    drive: Tensor,
+    layer_above: Layer,
+    above: Tensor,
+    strength: float,
+    in_place: bool,
+    switches: Tensor | None = None,
 ) -> Tensor:
-    """drive + strength W_{l+1}^T s_{l+1}; ``in_place`` only where ``drive`` is a fresh tensor."""
+    """drive + strength W_{l+1}^T s_{l+1}; ``in_place`` only where ``drive`` is a fresh tensor.
+    A pooled layer above sends it back through ``switches``, its pooling's at s_l."""
     if isinstance(layer_above, DenseLayer) and drive.dim() == 2:
         if in_place:
             return drive.addmm_(above, layer_above.weight, alpha=strength)
         return torch.addmm(drive, above, layer_above.weight, alpha=strength)
-    back = layer_above.transpose(above, layer_above.weight, drive.shape)
+    back = layer_above.transpose(above, layer_above.weight, drive.shape, switches=switches)
+    if in_place:
+        return drive.add_(back, alpha=strength)
     return drive.add(back, alpha=strength)
+
+
+def is_pooled(layer: Layer) -> bool:
+    """Whether ``layer`` max-pools (its linear map depends on where the maxima sit)."""
+    return getattr(layer, "pool", 1) > 1
 
 
 @dataclass(frozen=True)
@@ -153,13 +174,27 @@ def relax(
     # bind each layer's pieces once per phase: the loop below runs per step
     ascend = [_bottom_up_of(layer) for layer in layers[: top + 1]]
     descend = [_top_down_of(layer, feedback_strength) for layer in layers[1 : top + 1]]
-    functions = [layer.activation.function for layer in layers[:top]]
+    functions = [_in_place(layer.activation) for layer in layers[:top]]
     current = list(states)
+    # switches[l]: where layer l's pooling takes its maxima at its input s_{l-1} (None: unpooled);
+    # a layer's bottom-up product refreshes them, and they stay right for the top-down pass
+    # because each layer is updated between two updates of the layer below it
+    pooled = [index > 0 and is_pooled(layer) for index, layer in enumerate(layers[: top + 1])]
+    switches = [
+        layers[index].switches(current[index - 1]) if pooled[index] else None
+        for index in range(top + 1)
+    ]
+    held_pooled_top = top_update is None and pooled[top]
 
-    def update(index: int) -> Tensor:
-        drive = input_drive if index == 0 else ascend[index](current[index - 1])
-        if index < top:
-            drive = descend[index](drive, current[index + 1], index > 0)
+    def from_below(index: int) -> Tensor:
+        if index == 0:
+            return input_drive
+        drive, switches[index] = ascend[index](current[index - 1])
+        return drive
+
+    def finish(index: int, drive: Tensor) -> Tensor:
+        if index < top:  # the top-down sum is a fresh tensor: f may overwrite it
+            drive = descend[index](drive, current[index + 1], index > 0, switches[index + 1])
             return functions[index](drive)
         return top_update(drive, current[index])
 
@@ -167,10 +202,15 @@ def relax(
     for step in range(steps):
         previous = list(current)
         if schedule == "synchronous":
-            current = [update(i) if i in order else current[i] for i in range(top + 1)]
+            drives = {index: from_below(index) for index in order}  # all from the old state
+            current = [finish(i, drives[i]) if i in drives else current[i] for i in range(top + 1)]
         else:
             for index in order:
-                current[index] = update(index)
+                current[index] = finish(index, from_below(index))
+                if held_pooled_top and index == top - 1:
+                    switches[top] = layers[top].switches(current[index])
+        if held_pooled_top and schedule == "synchronous":
+            switches[top] = layers[top].switches(current[top - 1])
         used = step + 1
         if tolerance > 0 or used == steps:
             change = largest_change(current, previous)
@@ -189,18 +229,37 @@ def largest_change(new: Sequence[Tensor], old: Sequence[Tensor]) -> Tensor:
     return change
 
 
-def _bottom_up_of(layer: Layer) -> Callable[[Tensor], Tensor]:
+# Activations applied in place to a drive the relaxation owns (one allocation less per update).
+_IN_PLACE: dict[str, Callable[[Tensor], Tensor]] = {
+    "sigmoid": torch.sigmoid_,
+    "tanh": torch.tanh_,
+    "relu": torch.relu_,
+    "identity": lambda drive: drive,
+    "leaky_relu": lambda drive: torch.nn.functional.leaky_relu_(drive, LEAKY_RELU_SLOPE),
+}
+
+
+def _in_place(activation: Activation) -> Callable[[Tensor], Tensor]:
+    """f applied in place where ngrad knows how (same values as ``activation``), else f."""
+    return _IN_PLACE.get(activation.name, activation.function)
+
+
+def _bottom_up_of(layer: Layer) -> Callable[[Tensor], tuple[Tensor, Tensor | None]]:
+    """W_l s_{l-1} + b_l and the switches of its pooling (None without)."""
     if isinstance(layer, DenseLayer) and layer.bias is not None:
         bias, weight_t = layer.bias, layer.weight.t()
-        return lambda below: torch.addmm(bias, below.flatten(1), weight_t)
-    return layer.pre_activation
+        return lambda below: (torch.addmm(bias, below.flatten(1), weight_t), None)
+    return layer.pre_activation_and_switches
 
 
-def _top_down_of(layer_above: Layer, strength: float) -> Callable[[Tensor, Tensor, bool], Tensor]:
+TopDown = Callable[[Tensor, Tensor, bool, Tensor | None], Tensor]
+
+
+def _top_down_of(layer_above: Layer, strength: float) -> TopDown:
     if isinstance(layer_above, DenseLayer):
         weight = layer_above.weight
 
-        def dense(drive: Tensor, above: Tensor, in_place: bool) -> Tensor:
+        def dense(drive: Tensor, above: Tensor, in_place: bool, _switches: Tensor | None) -> Tensor:
             if drive.dim() != 2:
                 return add_top_down(drive, layer_above, above, strength, in_place)
             if in_place:
@@ -208,7 +267,13 @@ def _top_down_of(layer_above: Layer, strength: float) -> Callable[[Tensor, Tenso
             return torch.addmm(drive, above, weight, alpha=strength)
 
         return dense
-    return lambda drive, above, in_place: add_top_down(drive, layer_above, above, strength, False)
+
+    def convolutional(
+        drive: Tensor, above: Tensor, in_place: bool, switches: Tensor | None
+    ) -> Tensor:
+        return add_top_down(drive, layer_above, above, strength, in_place, switches)
+
+    return convolutional
 
 
 def _order(count: int, schedule: str) -> list[int]:

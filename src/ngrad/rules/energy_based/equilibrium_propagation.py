@@ -65,6 +65,7 @@ from ngrad.rules.energy_based.energy import (
 )
 from ngrad.rules.energy_based.fixed_point import fixed_point_gradient
 from ngrad.rules.energy_based.hopfield import HopfieldRule, RelaxationOptions, phase_scalars
+from ngrad.search_space import LogUniform, Uniform, tunable
 
 __all__ = ["EquilibriumPropagation"]
 
@@ -88,6 +89,9 @@ class EquilibriumPropagation(HopfieldRule):
     summary = "equilibrium propagation: Hebbian difference of two nudged fixed points (+-beta)"
     citation = "Scellier & Bengio 2017, Front. Comput. Neurosci.; Laborieux et al. 2021"
     Options = EquilibriumPropagationOptions
+    search_space = tunable(
+        nudging_strength=LogUniform(0.01, 1.0), feedback_strength=Uniform(0.05, 1.0)
+    )
 
     def __init__(self, network: Network, loss="cross_entropy", **options: Any) -> None:
         super().__init__(network, loss, **options)
@@ -125,7 +129,7 @@ class EquilibriumPropagation(HopfieldRule):
 
             def nudge_hidden(drive: Tensor, state: Tensor) -> Tensor:
                 error = readout_error(loss, readout, state, targets)  # dL/da_L, mean over batch
-                force = readout.transpose(error, readout.weight, state.shape)
+                force = readout.transpose(error, readout.weight, state.shape, state)
                 return top(drive.sub(force, alpha=nudge * state.shape[0]))
 
             return nudge_hidden
@@ -195,7 +199,8 @@ class EquilibriumPropagation(HopfieldRule):
         direct_weight, direct_bias = [], []
         if self.uses_readout:
             error = readout_error(self.loss, layers[-1], states[-1], targets)
-            cost_gradient[-1] = layers[-1].transpose(error, layers[-1].weight, states[-1].shape)
+            top = states[-1]
+            cost_gradient[-1] = layers[-1].transpose(error, layers[-1].weight, top.shape, top)
             direct_weight = [layers[-1].weight_gradient(error, states[-1])]
             direct_bias = [layers[-1].bias_gradient(error)]
         else:

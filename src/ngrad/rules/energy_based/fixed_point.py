@@ -74,11 +74,15 @@ def fixed_point_gradient(
     at ``tolerance`` x the first residual (default: 100 x the dtype's machine epsilon)."""
     layers, gamma, count = list(network.layers), feedback_strength, len(states)
     below = [inputs, *states[:-1]]
+    # a pooled layer is linear at the fixed point's switches: the Hessian holds them fixed
+    switches = [layer.switches(state) for layer, state in zip(layers, below, strict=False)]
     roots = []  # D^{1/2} = sqrt(f'(u)) per relaxed layer
     for index, state in enumerate(states):
         drive = layers[index].pre_activation(below[index])
         if index < count - 1:
-            drive = add_top_down(drive, layers[index + 1], states[index + 1], gamma, False)
+            drive = add_top_down(
+                drive, layers[index + 1], states[index + 1], gamma, False, switches[index + 1]
+            )
         roots.append(layers[index].activation.derivative(drive, state).clamp_min(0).sqrt())
 
     def operator(z: Sequence[Tensor]) -> list[Tensor]:  # (I - sqrt(gamma) D^1/2 K D^1/2) z
@@ -87,9 +91,14 @@ def fixed_point_gradient(
         for index in range(count):
             coupled = torch.zeros_like(scaled[index])
             if index > 0:
-                coupled = coupled + layers[index].linear(scaled[index - 1], layers[index].weight)
+                layer = layers[index]
+                coupled = coupled + layer.linear(
+                    scaled[index - 1], layer.weight, switches=switches[index]
+                )
             if index < count - 1:
-                coupled = add_top_down(coupled, layers[index + 1], scaled[index + 1], 1.0, False)
+                coupled = add_top_down(
+                    coupled, layers[index + 1], scaled[index + 1], 1.0, False, switches[index + 1]
+                )
             result.append(z[index] - gamma**0.5 * roots[index] * coupled)
         return result
 
@@ -101,9 +110,12 @@ def fixed_point_gradient(
     adjoint = [w * d * v for w, d, v in zip(weights, roots, z, strict=True)]
     weight_gradients, bias_gradients = [], []
     for index, layer in enumerate(layers[:count]):
-        gradient = layer.weight_gradient(adjoint[index], below[index])
+        where = switches[index]
+        gradient = layer.weight_gradient(adjoint[index], below[index], switches=where)
         if index > 0:
-            gradient = gradient + layer.weight_gradient(states[index], adjoint[index - 1])
+            gradient = gradient + layer.weight_gradient(
+                states[index], adjoint[index - 1], switches=where
+            )
         weight_gradients.append(gamma**index * gradient)
         bias_gradients.append(gamma**index * layer.bias_gradient(adjoint[index]))
     return adjoint, weight_gradients, bias_gradients

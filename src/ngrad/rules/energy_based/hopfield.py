@@ -6,6 +6,10 @@ and predicts from the free fixed point. Every phase stops once it has settled (n
 more than ``tolerance`` in a step) or after its step budget, and the rule reports each phase's
 final residual and the fraction of samples that settled, so a run shows whether its relaxation
 did (docs/energy_based.md).
+
+Max-pooled conv layers (Laborieux et al. 2021's conv couplings, a_l = maxpool(W_l * s_{l-1}) +
+b_l) relax through the switches of the current state; their units must be non-negative (relu,
+sigmoid, as Laborieux et al.'s hard sigmoid) for the relaxation to keep descending the energy.
 """
 
 from __future__ import annotations
@@ -29,10 +33,15 @@ from ngrad.rules.energy_based.energy import (
     bottom_up,
     feedforward_states,
     hopfield_energy,
+    is_pooled,
     relax,
 )
 
-__all__ = ["HopfieldRule", "RelaxationOptions", "phase_scalars"]
+__all__ = ["NON_NEGATIVE", "HopfieldRule", "RelaxationOptions", "phase_scalars"]
+
+# Activities a max-pooled coupling needs: with s_l >= 0 the term -s_l . maxpool(W s_{l-1}) is
+# concave in s_{l-1}, so updating s_{l-1} at the current switches still never raises the energy.
+NON_NEGATIVE = ("relu", "sigmoid")
 
 
 @dataclass(frozen=True)
@@ -79,6 +88,12 @@ class HopfieldRule(LearningRule):
                 return (
                     f"layer {number}'s activation {layer.activation.name!r} has no Hopfield "
                     f"energy (it needs a monotone one: {', '.join(ENERGY_INTEGRALS)})"
+                )
+            if is_pooled(layer) and layer.activation.name not in NON_NEGATIVE:
+                return (
+                    f"layer {number} max-pools, so its units need non-negative activities "
+                    f"({', '.join(NON_NEGATIVE)}) for the relaxation to settle (with "
+                    f"{layer.activation.name!r} the pooling's switches can flip back and forth)"
                 )
         return None
 

@@ -12,8 +12,9 @@ Whittington & Bogacz's eps_L = y - mu_L, the output value node clamped to y.
     x_l <- x_l - alpha dF/dx_l,      dF/dx_l = eps_l - f_l'(x_l) * (W_{l+1}^T eps_{l+1})
   stopping once max |dF/dx| / gamma <= ``tolerance`` for every sample (settled; / gamma makes the
   residual an error in the loss's own units, as the errors scale with gamma). Backtracking: a
-  step that would raise F (batch mean) by more than its float rounding is retried with alpha / 2
-  (and the halved rate kept for the batch). It never fires while alpha < 2 / (curvature of F),
+  step that would raise F (batch mean) by more than its float rounding is not taken, and alpha
+  halves for the batch's remaining steps. Both decisions are taken on the device (torch.where),
+  so training never waits for them. It never fires while alpha < 2 / (curvature of F),
   so it changes neither the dynamics there nor the equilibrium; it stops the divergence that
   otherwise sets in once training has grown the weights past that bound.
 - learning, with the errors at the state the inference reached (Hebbian: post error x pre rate):
@@ -33,7 +34,11 @@ Locality: an error node compares its value node with the prediction from below; 
 moves by its own error and the errors above, sent back through W^T (symmetric feedback, so weight
 transport remains); each weight updates from its postsynaptic error and presynaptic rate. Runs on
 dense and convolutional layers (through each layer's linear map and its adjoint), no autograd; the
-input's prediction W_1 x + b_1 is computed once per batch.
+input's prediction W_1 x + b_1 is computed once per batch. On a VGG-style net of max-pooled conv
+layers there is one value node per block, at its pooled pre-activation (PCX, Pinchetti et al.
+2025, puts one after each block's pool): mu_l = maxpool(W_l * f(x_{l-1})) + b_l, whose adjoint
+goes through the switches of the current prediction (recorded with it, so a step costs one
+product each way per layer).
 
 The options, their defaults and the measurements behind them: docs/energy_based.md.
 """
@@ -41,29 +46,33 @@ The options, their defaults and the measurements behind them: docs/energy_based.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
+from ngrad.nn.layers import DenseLayer, Layer
 from ngrad.nn.losses import Loss
 from ngrad.nn.network import ForwardTrace, Network
 from ngrad.options import check_bounds
 from ngrad.rules.base import LearningRule, StepRecord, write_layer_update
 from ngrad.rules.energy_based.energy import bottom_up
+from ngrad.search_space import LogUniform, Uniform, tunable
 
 __all__ = ["Inference", "InferenceState", "PredictiveCoding", "free_energy", "prediction_errors"]
 
 
 @dataclass(frozen=True)
 class InferenceState:
-    """Value nodes x_1..x_{L-1} with their rates f(x_l), the errors eps_1..eps_L and the output's
-    prediction mu_L (a pre-activation)."""
+    """Value nodes x_1..x_{L-1} with their rates f(x_l), the errors eps_1..eps_L, the output's
+    prediction mu_L (a pre-activation) and, per layer, the switches of its max-pooling at its
+    input (None for a layer without; empty: none recorded, found from the rates when needed)."""
 
     values: list[Tensor]
     rates: list[Tensor]
     errors: list[Tensor]
     top_prediction: Tensor
+    switches: list[Tensor | None] = field(default_factory=list)
 
 
 def output_error_node(
@@ -83,7 +92,14 @@ def feedforward_state(
     errors = [torch.zeros_like(value) for value in values]
     top = trace.pre_activations[-1]
     errors.append(output_error_node(network, loss, top, targets, clamping))
-    return InferenceState(values, list(trace.activities[1:-1]), errors, top)
+    return InferenceState(values, list(trace.activities[1:-1]), errors, top, list(trace.switches))
+
+
+def _prediction(layer: Layer, rate: Tensor) -> tuple[Tensor, Tensor | None]:
+    """mu = W f(x) + b and its pooling's switches (None without)."""
+    if isinstance(layer, DenseLayer):
+        return bottom_up(layer, rate), None
+    return layer.pre_activation_and_switches(rate)
 
 
 def prediction_errors(
@@ -93,18 +109,25 @@ def prediction_errors(
     values: Sequence[Tensor],
     targets: Tensor,
     clamping: float,
+    input_switches: Tensor | None = None,
 ) -> InferenceState:
     """eps_l = x_l - mu_l for the hidden nodes and eps_L = -gamma dL/dmu_L (per sample);
-    ``input_prediction`` = W_1 x + b_1, computed once per batch."""
+    ``input_prediction`` = W_1 x + b_1 (with its pooling's ``input_switches``), computed once per
+    batch."""
     layers = network.layers
     rates = [layer.activation(value) for layer, value in zip(layers, values, strict=False)]
     errors = [values[0] - input_prediction] if values else []
+    switches = [input_switches]
     for index in range(1, len(values)):
-        errors.append(values[index] - bottom_up(layers[index], rates[index - 1]))
-    below = rates[-1] if rates else None
-    top = input_prediction if below is None else bottom_up(layers[-1], below)
+        prediction, where = _prediction(layers[index], rates[index - 1])
+        errors.append(values[index] - prediction)
+        switches.append(where)
+    top = input_prediction
+    if rates:
+        top, where = _prediction(layers[-1], rates[-1])
+        switches.append(where)
     errors.append(output_error_node(network, loss, top, targets, clamping))
-    return InferenceState(list(values), rates, errors, top)
+    return InferenceState(list(values), rates, errors, top, switches)
 
 
 @torch.no_grad()
@@ -112,10 +135,40 @@ def free_energy(
     state: InferenceState, network: Network, loss: Loss, targets: Tensor, clamping: float
 ) -> float:
     """F averaged over the batch: mean of sum_l |eps_l|^2 / 2 (hidden) + gamma L(mu_L, y)."""
+    return float(_free_energy(state, network, loss, targets, clamping))
+
+
+def _free_energy(
+    state: InferenceState, network: Network, loss: Loss, targets: Tensor, clamping: float
+) -> Tensor:
+    """:func:`free_energy` as a 0-d tensor on the batch's device (no wait for the device)."""
     count = state.top_prediction.shape[0]
-    hidden = sum(float((e * e).sum()) for e in state.errors[:-1]) / (2 * count)
+    hidden = sum(torch.dot(e.flatten(), e.flatten()) for e in state.errors[:-1]) / (2 * count)
     output = network.layers[-1].activation(state.top_prediction)
-    return hidden + clamping * float(loss(output, targets))
+    return hidden + clamping * loss(output, targets)
+
+
+def _choose(take: Tensor, new: InferenceState, old: InferenceState) -> InferenceState:
+    """``new`` where the 0-d boolean ``take`` holds, else ``old`` (on the device, no branch; on
+    the CPU reading ``take`` waits for nothing, so it branches and copies nothing)."""
+    if take.device.type == "cpu":
+        return new if bool(take) else old
+
+    def pick(first: Sequence[Tensor], second: Sequence[Tensor]) -> list[Tensor]:
+        return [torch.where(take, a, b) for a, b in zip(first, second, strict=True)]
+
+    top = torch.where(take, new.top_prediction, old.top_prediction)
+    switches = [
+        a if a is None or b is None else torch.where(take, a, b)
+        for a, b in zip(new.switches, old.switches, strict=False)
+    ]
+    return InferenceState(
+        pick(new.values, old.values),
+        pick(new.rates, old.rates),
+        pick(new.errors, old.errors),
+        top,
+        switches,
+    )
 
 
 def state_gradients(network: Network, state: InferenceState) -> list[Tensor]:
@@ -123,13 +176,16 @@ def state_gradients(network: Network, state: InferenceState) -> list[Tensor]:
     layers, gradients = network.layers, []
     for index, value in enumerate(state.values):
         above = layers[index + 1]
-        back = above.transpose(state.errors[index + 1], above.weight, value.shape)
+        where = state.switches[index + 1] if index + 1 < len(state.switches) else None
+        back = above.transpose(
+            state.errors[index + 1], above.weight, value.shape, state.rates[index], switches=where
+        )
         slope = layers[index].activation.derivative(value, state.rates[index])
         gradients.append(torch.addcmul(state.errors[index], slope, back, value=-1.0))
     return gradients
 
 
-MAX_HALVINGS = 8  # of the inference rate within one step
+SETTLE_CHECK_EVERY = 16  # inference steps between the host's looks at whether all samples settled
 ROUNDING_SLACK = 64  # F may rise by this many machine epsilons x |F| (its float rounding) unchecked
 
 
@@ -152,25 +208,49 @@ class PredictiveCodingOptions:
 
 @dataclass(frozen=True)
 class Inference:
-    """One batch's inference: the feedforward pass it started from, every state it visited
-    (index 0: the start), how often it halved the rate, and its residual: the largest
+    """One batch's inference: the feedforward pass it started from, the states it went through
+    (index 0: the start; once settled the state stays put, so the list may run past the steps
+    used), the steps it used, how often it halved the rate, and its residual: the largest
     |dF/dx| / gamma it last measured (at the final state when it stopped by the tolerance, at the
     state before its last step when the steps ran out), with the fraction of samples within the
-    tolerance there."""
+    tolerance there. The counts are tensors on the batch's device; the properties read them."""
 
     trace: ForwardTrace
-    visited: list[InferenceState]
-    rate_halvings: int
-    residual: float
-    settled_fraction: float
+    states: list[InferenceState]
+    steps_used: Tensor
+    halvings: Tensor
+    largest_residual: Tensor
+    settled: Tensor
 
-    def scalars(self) -> dict[str, float]:
-        """What a StepRecord reports of the inference."""
+    @property
+    def final(self) -> InferenceState:
+        return self.states[-1]
+
+    @property
+    def visited(self) -> list[InferenceState]:
+        """Every state the inference visited (index 0: the start; one per step used)."""
+        return self.states[: int(self.steps_used) + 1]
+
+    @property
+    def rate_halvings(self) -> int:
+        return int(self.halvings)
+
+    @property
+    def residual(self) -> float:
+        return float(self.largest_residual)
+
+    @property
+    def settled_fraction(self) -> float:
+        return float(self.settled)
+
+    def scalars(self) -> dict[str, Tensor]:
+        """What a StepRecord reports of the inference (0-d tensors: read once, when logged)."""
+        dtype = self.largest_residual.dtype
         return {
-            "inference_residual": self.residual,
-            "inference_settled_fraction": self.settled_fraction,
-            "inference_steps_used": float(len(self.visited) - 1),
-            "rate_halvings": float(self.rate_halvings),
+            "inference_residual": self.largest_residual,
+            "inference_settled_fraction": self.settled,
+            "inference_steps_used": self.steps_used.to(dtype),
+            "rate_halvings": self.halvings.to(dtype),
         }
 
 
@@ -187,54 +267,67 @@ class PredictiveCoding(LearningRule):
     summary = "predictive coding, inference learning: settle value nodes, Hebbian error updates"
     citation = "Whittington & Bogacz 2017, Neural Comput.; Rao & Ballard 1999"
     Options = PredictiveCodingOptions
+    search_space = tunable(output_clamping=LogUniform(0.01, 1.0), inference_rate=Uniform(0.05, 0.5))
 
     @torch.no_grad()
     def infer(self, inputs: Tensor, targets: Tensor) -> Inference:
         """Run the inference from the feedforward pass until it settles or its steps run out. A
-        step that would raise F (the batch mean) beyond rounding is retried with half the rate,
-        for the rest of the batch too (at most ``MAX_HALVINGS`` times per step; then the state
-        stays put)."""
+        step that would raise F (the batch mean) beyond rounding is not taken (the state stays
+        put for that step) and the rate halves for the batch's remaining steps. The decisions
+        are taken on the device; the host looks only every ``SETTLE_CHECK_EVERY`` steps whether
+        it may stop early (the settled state stays put meanwhile, so the result is the same)."""
         options, network, loss = self.options, self.network, self.loss
-        clamping, rate = options.output_clamping, options.inference_rate
+        clamping, tolerance = options.output_clamping, options.tolerance
         trace = network.trace(inputs)
         state = feedforward_state(network, trace, loss, targets, clamping)
-        energy = free_energy(state, network, loss, targets, clamping)
+        energy = _free_energy(state, network, loss, targets, clamping)
         rounding = ROUNDING_SLACK * torch.finfo(inputs.dtype).eps
-        visited, halvings = [state], 0
+        rate = inputs.new_tensor(options.inference_rate)
+        halvings = torch.zeros((), dtype=torch.long, device=inputs.device)
+        used = torch.zeros_like(halvings)
+        done = torch.zeros((), dtype=torch.bool, device=inputs.device)
         largest = inputs.new_full((inputs.shape[0],), float("inf"))
+        states = [state]
         for step in range(options.steps):
             gradients = state_gradients(network, state)
-            if options.tolerance > 0 or step == options.steps - 1:
-                largest = residual(gradients, state, clamping)
-                if options.tolerance > 0 and float(largest.max()) <= options.tolerance:
-                    break
-            for _attempt in range(MAX_HALVINGS + 1):
-                values = [
-                    value.sub(gradient, alpha=rate)
-                    for value, gradient in zip(state.values, gradients, strict=True)
-                ]
-                candidate = prediction_errors(
-                    network, loss, trace.pre_activations[0], values, targets, clamping
-                )
-                candidate_energy = free_energy(candidate, network, loss, targets, clamping)
-                if candidate_energy <= energy + rounding * abs(energy):
-                    state, energy = candidate, candidate_energy
-                    break
-                rate, halvings = rate / 2, halvings + 1
-            visited.append(state)
-        settled = float((largest <= options.tolerance).sum()) / inputs.shape[0]
-        return Inference(trace, visited, halvings, float(largest.max()), settled)
+            if tolerance > 0 or step == options.steps - 1:
+                largest = torch.where(done, largest, residual(gradients, state, clamping))
+                if tolerance > 0:
+                    done = done | (largest.max() <= tolerance)
+            values = [
+                torch.addcmul(value, gradient, rate, value=-1.0)
+                for value, gradient in zip(state.values, gradients, strict=True)
+            ]
+            candidate = prediction_errors(
+                network, loss, trace.pre_activations[0], values, targets, clamping,
+                trace.switches_of(0),
+            )  # fmt: skip
+            candidate_energy = _free_energy(candidate, network, loss, targets, clamping)
+            accept = (candidate_energy <= energy + rounding * energy.abs()) & ~done
+            rejected = ~(accept | done)
+            state = _choose(accept, candidate, state)
+            energy = torch.where(accept, candidate_energy, energy)
+            rate = torch.where(rejected, rate / 2, rate)
+            halvings += rejected
+            used += ~done
+            states.append(state)
+            if tolerance > 0 and (step + 1) % SETTLE_CHECK_EVERY == 0 and bool(done):
+                break
+        settled = (largest <= tolerance).sum().to(inputs.dtype) / inputs.shape[0]
+        return Inference(trace, states, used, halvings, largest.max(), settled)
 
     @torch.no_grad()
     def backward(self, inputs: Tensor, targets: Tensor) -> StepRecord:
         inference = self.infer(inputs, targets)
-        state = inference.visited[-1]
+        state = inference.final
         scale = -1.0 / (self.options.output_clamping * inputs.shape[0])
         rates = [inputs, *state.rates]
         errors = []
-        for layer, error, rate in zip(self.network.layers, state.errors, rates, strict=True):
+        layers = self.network.layers
+        for index, (layer, error, rate) in enumerate(zip(layers, state.errors, rates, strict=True)):
             delta = error.mul(scale)  # the rule's estimate of dL/da_l
-            weight_update = layer.weight_gradient(delta, rate)
+            where = state.switches[index] if index < len(state.switches) else None
+            weight_update = layer.weight_gradient(delta, rate, switches=where)
             write_layer_update(layer, weight_update, layer.bias_gradient(delta))
             errors.append(delta)
         output = inference.trace.output
