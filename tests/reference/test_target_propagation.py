@@ -149,8 +149,10 @@ def test_tp_refuses_networks_without_exact_inverses():
         rules.REGISTRY["tp"](ngrad.mlp([6, 8, 3]))
     with pytest.raises(ConfigError, match="activation 'relu' has no inverse"):
         rules.REGISTRY["tp"](ngrad.mlp([6, 4, 4, 4], activation="relu"))
+    convnet = ngrad.convnet((1, 6, 6), (2,), num_classes=3)
     with pytest.raises(ConfigError, match="dense"):
-        rules.REGISTRY["dtp"](ngrad.convnet((1, 6, 6), (2,), num_classes=3))
+        rules.REGISTRY["tp"](convnet)
+    assert all(rules.REGISTRY[name].supports(convnet) for name in LEARNED)
 
 
 def test_tp_clips_targets_into_the_tanh_range():
@@ -168,7 +170,7 @@ def test_tp_clips_targets_into_the_tanh_range():
 class _ExactInverseDTP(DifferenceTargetPropagation):
     """DTP whose g_l is the exact inverse of layer l (used through g(h + Delta) - g(h))."""
 
-    def difference(self, index, activity, difference, pre=None):
+    def difference(self, index, activity, difference, pre=None, **_):
         layer = self.network.layers[index]
         return invert_layer(layer, activity + difference) - invert_layer(layer, activity)
 
@@ -224,8 +226,9 @@ class _NoDifferenceCorrectionDTP(DifferenceTargetPropagation):
     def propagate_targets(self, trace, top_difference, reuse=None):
         differences = [top_difference]
         for index in range(len(self.network.layers) - 1, 0, -1):
-            target = trace.activities[index + 1] + differences[-1]
-            differences.append(self.feedback_map(index, target) - trace.activities[index])
+            target, below = trace.activities[index + 1] + differences[-1], trace.activities[index]
+            rebuilt = self.feedback_map(index, target, below.shape, trace.switches_of(index))
+            differences.append(rebuilt - below)
         differences.reverse()
         return differences
 

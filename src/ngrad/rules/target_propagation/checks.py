@@ -27,6 +27,7 @@ from ngrad.rules.checking import (
     weight_updates,
 )
 from ngrad.rules.reference import angles_to_backprop
+from ngrad.rules.target_propagation import conv_checks  # noqa: F401  (registers the conv checks)
 from ngrad.rules.target_propagation.difference_target_propagation import DifferenceTargetPropagation
 from ngrad.rules.target_propagation.direct_difference_target_propagation import (
     DirectDifferenceTargetPropagation,

@@ -24,7 +24,8 @@ through W_L (their output layer learns from the gradient), and feedback g_l only
 (docs/target_propagation.md).
 
 ngrad stores V_l^T (W_l's shape) and c_l as trained parameters; gradients are closed forms, no
-autograd.
+autograd. On a conv layer V_l h is the reversed block's transposed convolution after unpooling at
+the forward pass's switches, and c_l has one entry per input channel (docs/target_propagation.md).
 
 Locality: the forward update needs only the layer's activity, its target and its input;
 the feedback synapse learns from its own noisy input and output (a local auto-encoder); the
@@ -40,17 +41,23 @@ import torch
 from torch import Tensor, nn
 
 from ngrad.nn.activations import Activation
-from ngrad.nn.init import initialise_
-from ngrad.nn.layers import DenseLayer
+from ngrad.nn.init import fans, initialise_
+from ngrad.nn.layers import DenseLayer, Layer
 from ngrad.nn.network import ForwardTrace, Network
+from ngrad.rules.target_propagation.pathways import (
+    fast_function,
+    feedback_affine,
+    feedback_noise,
+    layer_output,
+    repeat_switches,
+    spread_sum,
+)
 from ngrad.rules.target_propagation.targets import (
     FeedbackLearningOptions,
     FeedbackStep,
     TrainedFeedbackRule,
-    dense_output,
-    fast_function,
-    feedback_noise,
 )
+from ngrad.search_space import LogUniform, tunable
 
 __all__ = ["DifferenceTargetPropagation", "reconstruction_gradients"]
 
@@ -61,23 +68,31 @@ class DifferenceTargetPropagationOptions(FeedbackLearningOptions):
 
 
 def reconstruction_gradients(
-    layer: DenseLayer,
+    layer: Layer,
     feedback_weight: Tensor,
     feedback_bias: Tensor,
     below: Tensor,
     above: Tensor,
     noise: Tensor,
     reconstructed: Activation,
+    switches: Tensor | None = None,
 ) -> tuple[float, Tensor, Tensor, Tensor]:
     """Lee et al.'s loss 1/(2N) sum_n |g(f(h + eps)) - (h + eps)|^2 for one layer (``below`` = h,
-    ``above`` = f(h)), with g(u) = s(u M + c) (M = V^T, W's shape): returns the loss, grad M,
-    grad c, and g's pre-activation at the clean ``above`` (one product with the noisy one), which
-    the targets reuse."""
+    ``above`` = f(h)), with g(u) = s(M^T U(u) + c) (M = V^T, W's shape; U the unpooling at the
+    forward pass's ``switches`` in a pooled conv layer): returns the loss, grad M, grad c, and g's
+    pre-activation at the clean ``above`` (one product with the noisy one), which the targets
+    reuse."""
     count = below.shape[0]
     corrupted = below + noise
-    up = dense_output(layer, corrupted)
-    pre, pre_at_activity = torch.addmm(
-        feedback_bias, torch.cat([up, above]), feedback_weight
+    up = layer_output(layer, corrupted, switches)
+    shape = torch.Size((2 * count, *below.shape[1:]))
+    pre, pre_at_activity = feedback_affine(
+        layer,
+        torch.cat([up, above]),
+        feedback_weight,
+        feedback_bias,
+        shape,
+        repeat_switches(switches, 2),
     ).split(count)
     reconstruction = fast_function(reconstructed)(pre)
     slope = reconstructed.derivative(pre, reconstruction)
@@ -85,8 +100,8 @@ def reconstruction_gradients(
     flat = residual.view(-1)
     loss = 0.5 * float(torch.dot(flat, flat)) / count
     pre_gradient = residual.mul_(slope)
-    weight_gradient = (up.t() @ pre_gradient).div_(count)
-    return loss, weight_gradient, pre_gradient.sum(dim=0).div_(count), pre_at_activity
+    weight_gradient = layer.weight_gradient(up, pre_gradient, switches=switches).div_(count)
+    return loss, weight_gradient, spread_sum(layer, pre_gradient).div_(count), pre_at_activity
 
 
 class DifferenceTargetPropagation(TrainedFeedbackRule):
@@ -94,6 +109,7 @@ class DifferenceTargetPropagation(TrainedFeedbackRule):
     summary = "difference target propagation: learned inverses g_l, h^_{l-1} += g(h^_l) - g(h_l)"
     citation = "Lee et al. 2015, ECML-PKDD; Meulemans et al. 2020, NeurIPS"
     Options = DifferenceTargetPropagationOptions
+    search_space = tunable(target_step=LogUniform(1e-3, 0.5), noise=LogUniform(0.01, 0.5))
 
     def __init__(self, network: Network, loss="cross_entropy", **options) -> None:
         super().__init__(network, loss, **options)
@@ -102,10 +118,10 @@ class DifferenceTargetPropagation(TrainedFeedbackRule):
         weights, biases = [], []
         for index in self.feedback_layers:
             weight = network.layers[index].weight.detach()
-            rows, columns = weight.shape  # the feedback maps `rows` units back to `columns`
-            fresh = initialise_(torch.empty_like(weight), self.options.init, rows, columns)
+            fan_in, fan_out = fans(weight)  # the feedback maps the layer's output to its input
+            fresh = initialise_(torch.empty_like(weight), self.options.init, fan_out, fan_in)
             weights.append(nn.Parameter(fresh))
-            biases.append(nn.Parameter(torch.zeros_like(weight[0])))
+            biases.append(nn.Parameter(weight.new_zeros(weight.shape[1])))
         self.feedback_weights = nn.ParameterList(weights)  # V_l^T, in feedback_layers' order
         self.feedback_biases = nn.ParameterList(biases)  # c_l
 
@@ -118,22 +134,51 @@ class DifferenceTargetPropagation(TrainedFeedbackRule):
             matrices[index] = weight
         return matrices
 
-    def feedback_map(self, index: int, activity: Tensor) -> Tensor:
-        """g for layer ``index``: from its output back to its input."""
-        slot = self.feedback_layers.index(index)
-        pre = torch.addmm(self.feedback_biases[slot], activity, self.feedback_weights[slot])
-        return self.network.layers[index - 1].activation(pre)
+    def feedback_map(
+        self,
+        index: int,
+        activity: Tensor,
+        input_shape: torch.Size | None = None,
+        switches: Tensor | None = None,
+        activate: bool = True,
+    ) -> Tensor:
+        """g for layer ``index``: from its output back to its input (of ``input_shape``; default:
+        the dense layer's flat input); ``switches``: the forward pass's, for a pooled layer;
+        ``activate=False``: g's pre-activation M^T U(h) + c."""
+        slot, layer = self.feedback_layers.index(index), self.network.layers[index]
+        if input_shape is None:
+            input_shape = torch.Size((activity.shape[0], layer.weight.shape[1]))
+        pre = feedback_affine(
+            layer,
+            activity,
+            self.feedback_weights[slot],
+            self.feedback_biases[slot],
+            input_shape,
+            switches,
+        )
+        return self.network.layers[index - 1].activation(pre) if activate else pre
 
     def difference(
-        self, index: int, activity: Tensor, difference: Tensor, pre: Tensor | None = None
+        self,
+        index: int,
+        activity: Tensor,
+        difference: Tensor,
+        pre: Tensor | None = None,
+        *,
+        input_shape: torch.Size | None = None,
+        switches: Tensor | None = None,
     ) -> Tensor:
         """g(h + Delta) - g(h) for layer ``index``: the target difference of its input (``pre``:
-        V h + c, if already computed)."""
-        slot = self.feedback_layers.index(index)
+        M^T U(h) + c, if already computed; ``input_shape``, ``switches``: the layer input's shape
+        and the forward pass's switches, for conv layers)."""
+        slot, layer = self.feedback_layers.index(index), self.network.layers[index]
         weight, activation = self.feedback_weights[slot], self.network.layers[index - 1].activation
-        if pre is None:
-            pre = torch.addmm(self.feedback_biases[slot], activity, weight)  # V h + c
-        shifted = torch.addmm(pre, difference, weight)  # V (h + Delta) + c
+        if pre is None:  # V h + c
+            pre = self.feedback_map(index, activity, input_shape, switches, activate=False)
+        if isinstance(layer, DenseLayer):  # V (h + Delta) + c
+            shifted = torch.addmm(pre.flatten(1), difference.flatten(1), weight).view(pre.shape)
+        else:
+            shifted = layer.transpose(difference, weight, pre.shape, switches=switches).add_(pre)
         function = fast_function(activation)
         return function(shifted).sub_(function(pre))
 
@@ -156,6 +201,7 @@ class DifferenceTargetPropagation(TrainedFeedbackRule):
                 trace.activities[index + 1],
                 noise,
                 self.network.layers[index - 1].activation,
+                trace.switches_of(index),
             )
             step.losses[index] = loss
             step.gradients.extend([(weight, grad_weight), (bias, grad_bias)])
@@ -172,13 +218,19 @@ class DifferenceTargetPropagation(TrainedFeedbackRule):
             signal = top_difference * top.activation.derivative(
                 trace.pre_activations[index], trace.output
             )
-            differences.append(top.transpose(signal, top.weight, trace.activities[index].shape))
+            below = trace.activities[index].shape
+            differences.append(top.transpose(signal, top.weight, below, trace.activities[index]))
             index -= 1
         for layer_index in range(index, 0, -1):
             pre = None if reuse is None else reuse[layer_index]
             differences.append(
                 self.difference(
-                    layer_index, trace.activities[layer_index + 1], differences[-1], pre
+                    layer_index,
+                    trace.activities[layer_index + 1],
+                    differences[-1],
+                    pre,
+                    input_shape=trace.activities[layer_index].shape,
+                    switches=trace.switches_of(layer_index),
                 )
             )
         differences.reverse()

@@ -31,6 +31,9 @@ paper's raw gradient (they train Q with Adam, which is insensitive to that scale
 (docs/target_propagation.md); ``train_feedback`` runs a feedback-only step, as the authors' extra
 feedback epochs do.
 
+On conv layers each Q_l maps to the layer's flattened map, and the noise streams read their
+maxima at the forward pass's switches (docs/target_propagation.md).
+
 Locality: a hidden layer needs the output's target difference (broadcast, as in DFA) and its own
 activity, target and input; the DRL needs the output's response to noise injected in that layer.
 """
@@ -45,15 +48,16 @@ import torch
 from torch import Tensor, nn
 
 from ngrad.nn.init import initialise_
+from ngrad.nn.layers import DenseLayer
 from ngrad.nn.network import ForwardTrace, Network
 from ngrad.options import check_bounds
+from ngrad.rules.target_propagation.pathways import feedback_noise, layer_output, repeat_switches
 from ngrad.rules.target_propagation.targets import (
     FeedbackLearningOptions,
     FeedbackStep,
     TrainedFeedbackRule,
-    dense_output,
-    feedback_noise,
 )
+from ngrad.search_space import LogUniform, tunable
 
 __all__ = ["DirectDifferenceTargetPropagation", "difference_reconstruction_gradient"]
 
@@ -70,12 +74,14 @@ class DirectDifferenceTargetPropagationOptions(FeedbackLearningOptions):
 
 def noise_responses(network: Network, trace: ForwardTrace, noises: Sequence[Tensor]) -> Tensor:
     """f_{L,l}(h_l + eps_l) - h_L for every hidden layer l, stacked along the batch (layer 1's
-    rows first): the streams from lower layers join the higher ones, one product per layer."""
+    rows first): the streams from lower layers join the higher ones, one product per layer
+    (pooled layers read their maxima at the forward pass's switches)."""
     streams = None
     for index, noise in enumerate(noises):
         perturbed = trace.activities[index + 1] + noise
         streams = perturbed if streams is None else torch.cat([streams, perturbed])
-        streams = dense_output(network.layers[index + 1], streams)
+        switches = repeat_switches(trace.switches_of(index + 1), index + 1)
+        streams = layer_output(network.layers[index + 1], streams, switches)
     return streams - trace.output.repeat(len(noises), 1)
 
 
@@ -86,7 +92,7 @@ def difference_reconstruction_gradient(
     noise: float,
     damping: float,
     normalised: bool,
-) -> tuple[list[float], list[Tensor]]:
+) -> tuple[list[Tensor], list[Tensor]]:
     """Per hidden layer, the DRL 1/(2 s^2 N) sum_n |d_n Q^T - eps_n|^2 + lambda/2 |Q|^2 and its
     gradient with respect to the block Q^T (n_L x n_l), given the output responses d (stacked as
     ``noise_responses`` returns); ``normalised`` divides each gradient by its curvature's trace."""
@@ -94,15 +100,15 @@ def difference_reconstruction_gradient(
     scale = 1.0 / (noise * noise * count)
     losses, gradients = [], []
     for response, eps, block in zip(responses.split(count), noises, blocks, strict=True):
-        residual = response @ block - eps
-        loss = 0.5 * scale * float(residual.pow(2).sum())
+        residual = response @ block - eps.flatten(1)
+        loss = 0.5 * scale * residual.pow(2).sum()  # 0-d tensors: no wait for the device
         gradient = response.t() @ residual.mul_(scale)
         if damping:
-            loss += 0.5 * damping * float(block.pow(2).sum())
+            loss = loss + 0.5 * damping * block.pow(2).sum()
             gradient.add_(block, alpha=damping)
         # the Hessian is E[d d^T] / s^2 + lambda I; its trace bounds its largest eigenvalue
         if normalised:
-            gradient.div_(scale * float(response.pow(2).sum()) + damping * response.shape[1])
+            gradient.div_(scale * response.pow(2).sum() + damping * response.shape[1])
         losses.append(loss)
         gradients.append(gradient)
     return losses, gradients
@@ -115,10 +121,14 @@ class DirectDifferenceTargetPropagation(TrainedFeedbackRule):
     )
     citation = "Meulemans et al. 2020, NeurIPS"
     Options = DirectDifferenceTargetPropagationOptions
+    search_space = tunable(target_step=LogUniform(1e-3, 0.5), noise=LogUniform(0.01, 0.5))
 
     def __init__(self, network: Network, loss="cross_entropy", **options) -> None:
         super().__init__(network, loss, **options)
-        self.widths = [layer.weight.shape[0] for layer in network.layers[:-1]]
+        if all(isinstance(layer, DenseLayer) for layer in network.layers):
+            self.widths = [layer.weight.shape[0] for layer in network.layers[:-1]]
+        else:  # hidden layer sizes, each sample's activity flattened
+            self.widths = [shape.numel() for shape in network.layer_output_shapes()[:-1]]
         reference = network.layers[-1].weight
         outputs = reference.shape[0]
         stacked = torch.empty(outputs, sum(self.widths), dtype=reference.dtype)
@@ -154,4 +164,14 @@ class DirectDifferenceTargetPropagation(TrainedFeedbackRule):
         self, trace: ForwardTrace, top_difference: Tensor, reuse: Any = None
     ) -> list[Tensor]:
         hidden = top_difference @ self.feedback_stack  # all layers in one product
-        return [*hidden.split(self.widths, dim=1), top_difference]
+        blocks = hidden.split(self.widths, dim=1)
+        shaped = [b.view(a.shape) for b, a in zip(blocks, trace.activities[1:-1], strict=True)]
+        return [*shaped, top_difference]
+
+    @classmethod
+    def unsupported_reason(cls, network: Network) -> str | None:
+        reason = super().unsupported_reason(network)
+        dense = all(isinstance(layer, DenseLayer) for layer in network.layers)
+        if reason is None and network.input_shape is None and not dense:
+            return "its feedback to conv layers needs the network's input_shape"
+        return reason

@@ -30,6 +30,9 @@ estimate of J_f^T from N noise samples is noisy when N is below the layer width,
 averages it over batches (docs/target_propagation.md). ``feedback_iterations``, ``noise`` and
 ``noise_distribution`` work as for every rule of the family.
 
+On a conv layer g_l is their reversed conv block: unpooling at the forward pass's switches, the
+activation, a transposed convolution with V_l (docs/target_propagation.md).
+
 ngrad stores V_l^T (W_l's shape): ``feedback_pairs`` compares it with W_l (angle(V_l, W_l^T)), and
 ``diagnose`` adds |J_g - J_f^T|_F / |J_f|_F per layer (``jacobian_mismatch_by_layer``).
 
@@ -45,20 +48,25 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
-from ngrad.nn.init import initialise_
-from ngrad.nn.layers import DenseLayer
+from ngrad.nn.init import fans, initialise_
+from ngrad.nn.layers import Conv2dLayer, DenseLayer, Layer
 from ngrad.nn.network import ForwardTrace, Network
 from ngrad.options import check_bounds
 from ngrad.rules.base import FeedbackPair
+from ngrad.rules.target_propagation.pathways import (
+    fast_function,
+    feedback_noise,
+    layer_output,
+    repeat_switches,
+)
 from ngrad.rules.target_propagation.targets import (
     FeedbackLearningOptions,
     FeedbackStep,
     TrainedFeedbackRule,
-    dense_output,
-    fast_function,
-    feedback_noise,
 )
+from ngrad.search_space import LogUniform, tunable
 
 __all__ = ["LocalDifferenceReconstruction", "local_difference_gradients"]
 
@@ -74,7 +82,7 @@ class LocalDifferenceReconstructionOptions(FeedbackLearningOptions):
 
 
 def local_difference_gradients(
-    layer: DenseLayer,
+    layer: Layer,
     feedback_weight: Tensor,
     below: Tensor,
     above: Tensor,
@@ -82,17 +90,24 @@ def local_difference_gradients(
     noise_below: Tensor,
     noise_above: Tensor,
     noise: float,
+    switches: Tensor | None = None,
 ) -> tuple[float, Tensor]:
-    """L-DRL of one layer with g(h) = f(h) M (M = V^T, W's shape): ``below`` = h_{l-1},
-    ``above`` = h_l, ``above_response`` = f(h_l), noise samples eps and eta of standard deviation
-    ``noise``. Returns (loss, grad M)."""
+    """L-DRL of one layer with g(h) = M^T U(f(h)) (M = V^T, W's shape; U the unpooling at the
+    forward pass's ``switches`` in a pooled conv layer): ``below`` = h_{l-1}, ``above`` = h_l,
+    ``above_response`` = f(h_l), noise samples eps and eta of standard deviation ``noise``.
+    Returns (loss, grad M)."""
     scale = 1.0 / (noise * noise * below.shape[0])
     # g's inputs, as differences from g's input at the activity (g is linear after f)
     function = fast_function(layer.activation)
-    forward_change = function(dense_output(layer, below + noise_below)).sub_(above_response)
+    forward = layer_output(layer, below + noise_below, switches)
+    forward_change = function(forward).sub_(above_response)
     noise_change = function(above + noise_above).sub_(above_response)
+    if not isinstance(layer, DenseLayer):
+        return _convolutional_gradients(
+            layer, feedback_weight, forward_change, noise_change, noise_below, scale, switches
+        )
     noise_output = noise_change @ feedback_weight  # g(h_l + eta) - r
-    correlation = forward_change.t() @ noise_below  # sum_n dr_n eps_n^T, W's shape
+    correlation = forward_change.t() @ noise_below.flatten(1)  # sum_n dr_n eps_n^T, W's shape
     # -eps . (g(f(h + eps)) - r) summed over the batch is -<M, correlation>
     flat = noise_output.view(-1)
     loss = scale * float(
@@ -102,11 +117,39 @@ def local_difference_gradients(
     return loss, gradient.mul_(-scale)
 
 
+def _convolutional_gradients(
+    layer: Layer,
+    weight: Tensor,
+    forward_change: Tensor,
+    noise_change: Tensor,
+    noise_below: Tensor,
+    scale: float,
+    switches: Tensor | None,
+) -> tuple[float, Tensor]:
+    """The L-DRL and its gradient for a conv layer, through one transposed convolution and one
+    weight correlation: with o = M^T U(noise_change), G = sum_n [corr(dr_n, eps_n) -
+    corr(noise_change_n, o_n)], the gradient is -G / (s^2 N) and, as <M, corr(u, o)> = |o|^2,
+    the loss is -(<M, G> + |o|^2 / 2) / (s^2 N)."""
+    noise_output = layer.transpose(noise_change, weight, noise_below.shape, switches=switches)
+    pairs = repeat_switches(switches, 2)
+    combined = layer.weight_gradient(
+        torch.cat([forward_change, noise_change]),
+        torch.cat([noise_below, noise_output.neg()]),
+        switches=pairs,
+    )
+    flat = noise_output.view(-1)
+    loss = -scale * float(
+        torch.dot(combined.view(-1), weight.reshape(-1)) + 0.5 * torch.dot(flat, flat)
+    )
+    return loss, combined.mul_(-scale)
+
+
 class LocalDifferenceReconstruction(TrainedFeedbackRule):
     name = "ldrl"
     summary = "DTP whose feedback learns J_g = J_f^T (local difference recon. loss); update / beta"
     citation = "Ernoult et al. 2022, ICML"
     Options = LocalDifferenceReconstructionOptions
+    search_space = tunable(target_step=LogUniform(1e-3, 0.1), noise=LogUniform(0.01, 0.5))
     feedback_loss_name = "feedback_loss_by_layer"
 
     def __init__(self, network: Network, loss="cross_entropy", **options) -> None:
@@ -114,8 +157,8 @@ class LocalDifferenceReconstruction(TrainedFeedbackRule):
         weights = []
         for layer in network.layers[1:]:
             weight = layer.weight.detach()
-            rows, columns = weight.shape  # the feedback maps `rows` units back to `columns`
-            fresh = initialise_(torch.empty_like(weight), self.options.init, rows, columns)
+            fan_in, fan_out = fans(weight)  # the feedback maps the layer's output to its input
+            fresh = initialise_(torch.empty_like(weight), self.options.init, fan_out, fan_in)
             weights.append(nn.Parameter(fresh))
         self.feedback_weights = nn.ParameterList(weights)  # slot i - 1: layer i's V^T
 
@@ -144,6 +187,7 @@ class LocalDifferenceReconstruction(TrainedFeedbackRule):
                 noises[2 * index - 2],
                 noises[2 * index - 1],
                 noise,
+                trace.switches_of(index),
             )
             step.gradients.append((weight, gradient.mul_(self.options.feedback_rate)))
         return step
@@ -158,7 +202,14 @@ class LocalDifferenceReconstruction(TrainedFeedbackRule):
             response = function(above) if reuse is None else reuse[index]
             # g(h^) - g(h) = (f(h + Delta) - f(h)) M
             change = function(above + differences[-1]).sub_(response)
-            differences.append(change @ self.feedback_weights[index - 1])
+            differences.append(
+                layers[index].transpose(
+                    change,
+                    self.feedback_weights[index - 1],
+                    trace.activities[index].shape,
+                    switches=trace.switches_of(index),
+                )
+            )
         differences.reverse()
         return differences
 
@@ -184,6 +235,12 @@ class LocalDifferenceReconstruction(TrainedFeedbackRule):
             above = trace.activities[index + 1]
             forward_slope = layer.activation.derivative(trace.pre_activations[index], above)
             feedback_slope = layer.activation.derivative(above, layer.activation(above))
+            if not isinstance(layer, DenseLayer):
+                gap, forward = _convolutional_mismatch(
+                    layer, weight, trace, index, forward_slope, feedback_slope
+                )
+                mismatch.append(float((gap.clamp(min=0).sqrt() / forward.sqrt()).mean()))
+                continue
             # per sample, in W's shape: J_g^T = diag(f'(h)) M and J_f = diag(f'(a)) W; their
             # squared Frobenius distance from the rows' norms and products, O(N n_l) memory
             rows_m = weight.pow(2).sum(dim=1)
@@ -195,3 +252,40 @@ class LocalDifferenceReconstruction(TrainedFeedbackRule):
             mismatch.append(float((gap.clamp(min=0).sqrt() / forward.sqrt()).mean()))
         result["jacobian_mismatch_by_layer"] = mismatch
         return result
+
+
+def _convolutional_mismatch(
+    layer: Conv2dLayer,
+    weight: Tensor,
+    trace: ForwardTrace,
+    index: int,
+    forward_slope: Tensor,
+    feedback_slope: Tensor,
+) -> tuple[Tensor, Tensor]:
+    """|J_g - J_f^T|_F^2 and |J_f|_F^2 per sample for a conv layer. The column of output unit
+    (c, p) in either Jacobian is a slope times channel c's kernel placed at p (at its switch in a
+    pooled layer), clipped at the padded borders: its products are the kernels' per-offset
+    products summed over the offsets that land inside the input, one convolution of an all-ones
+    map with them."""
+    below = trace.activities[index]
+    ones = below.new_ones(1, 1, *below.shape[2:])
+    products = torch.stack(
+        [(weight * weight).sum(1), (weight * layer.weight).sum(1), layer.weight.pow(2).sum(1)]
+    )  # (3, C_out, k, k): M.M, M.W, W.W per output channel and offset
+    channels = products.shape[1]
+    maps = F.conv2d(
+        ones, products.flatten(0, 1).unsqueeze(1), stride=layer.stride, padding=layer.padding
+    ).view(3, channels, -1)
+    switches = trace.switches_of(index)
+    count = below.shape[0]
+    if switches is None:
+        maps = maps.unsqueeze(1).expand(-1, count, -1, -1)
+    else:
+        where = switches.flatten(2).unsqueeze(0).expand(3, -1, -1, -1)
+        maps = maps.unsqueeze(1).expand(-1, count, -1, -1).gather(3, where)
+    mm, mw, ww = (m.reshape(count, -1) for m in maps)
+    forward_slope, feedback_slope = forward_slope.flatten(1), feedback_slope.flatten(1)
+    forward = (forward_slope.pow(2) * ww).sum(1)
+    cross = (feedback_slope * forward_slope * mw).sum(1)
+    gap = (feedback_slope.pow(2) * mm).sum(1) - 2 * cross + forward
+    return gap, forward

@@ -38,6 +38,7 @@ from ngrad.nn.layers import DenseLayer
 from ngrad.nn.network import ForwardTrace, Network
 from ngrad.options import check_bounds
 from ngrad.rules.target_propagation.targets import TargetPropagationRule, clamp_into_range
+from ngrad.search_space import LogUniform, tunable
 
 __all__ = ["TargetPropagation", "invert_layer"]
 
@@ -63,12 +64,15 @@ class TargetPropagation(TargetPropagationRule):
     summary = "target propagation through exact inverses (needs square, invertible layers >= 2)"
     citation = "Bengio 2014, arXiv:1407.7906; Lillicrap et al. 2020, Fig. 3a"
     Options = TargetPropagationOptions
+    search_space = tunable(target_step=LogUniform(1e-3, 0.3))
 
     @classmethod
     def unsupported_reason(cls, network: Network) -> str | None:
         reason = super().unsupported_reason(network)
         if reason is not None:
             return reason
+        if not all(isinstance(layer, DenseLayer) for layer in network.layers):
+            return "exact inverses need fully connected (dense) layers (dtp, ddtp, ldrl take convs)"
         for number, layer in enumerate(network.layers[1:], start=2):
             rows, columns = layer.weight.shape
             if rows != columns:
@@ -98,13 +102,14 @@ class TargetPropagation(TargetPropagationRule):
 
     def target_scalars(
         self, trace: ForwardTrace, differences: Sequence[Tensor]
-    ) -> dict[str, float]:
+    ) -> dict[str, Tensor]:
         """``clipped_target_fraction``: the fraction of hidden and output target entries that
-        lay outside their layer's activation range and were clipped before inversion."""
-        clipped = 0
+        lay outside their layer's activation range and were clipped before inversion (a 0-d
+        tensor, counted on the device)."""
+        clipped = trace.output.new_zeros(())
         for index in range(1, len(self.network.layers)):
             target = trace.activities[index + 1] + differences[index]
             inside = clamp_into_range(self.network.layers[index].activation, target)
-            clipped += int((inside != target).sum())
+            clipped = clipped + (inside != target).sum()
         hidden = sum(difference.numel() for difference in differences[1:])
         return {"clipped_target_fraction": clipped / hidden}

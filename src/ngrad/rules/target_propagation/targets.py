@@ -15,7 +15,10 @@ optimiser's learning rate meaning the same for every eta (Meulemans et al. 2020 
 rate by the target step; Ernoult et al. 2022 scale the update by 1/beta). delta_l is the error
 signal the rule reports in ``StepRecord.layer_errors``: its estimate of dL/da_l.
 
-Diagnostics against exact quantities (dense layers): J_l = dh_L/dh_l per sample by the chain rule,
+Layers: dense and convolutional (strided or max-pooled), the feedback of a conv block being its
+reversed block (unpooling at the forward pass's switches, then a transposed convolution; see
+``pathways``). Diagnostics against exact quantities, each sample's activity flattened:
+J_l = dh_L/dh_l per sample by the chain rule,
 the damped Gauss-Newton target difference J_l^T (J_l J_l^T + lambda I)^{-1} Delta_L, which equals
 (J_l^T J_l + lambda I)^{-1} J_l^T Delta_L (lambda = 0: the pseudo-inverse J_l^+ Delta_L), and the
 size eta |dl_n/dh_l| of a gradient step on the activity, next to the size |Delta_l| of the targets.
@@ -31,7 +34,7 @@ from __future__ import annotations
 
 import math
 from abc import abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -41,14 +44,20 @@ from torch import Tensor
 from ngrad.errors import ConfigError
 from ngrad.nn.activations import Activation, get_activation
 from ngrad.nn.init import Init
-from ngrad.nn.layers import DenseLayer
+from ngrad.nn.layers import Conv2dLayer, DenseLayer
 from ngrad.nn.losses import Loss
 from ngrad.nn.network import ForwardTrace, Network
 from ngrad.numeric import mean_angle_degrees
 from ngrad.options import check_bounds
 from ngrad.rules.base import LearningRule, StepRecord, assign_gradient
 from ngrad.rules.layerwise import hidden_error, write_layer_gradients
-from ngrad.rules.noise import NoiseDistribution, rademacher
+from ngrad.rules.noise import NoiseDistribution
+from ngrad.rules.target_propagation.pathways import (
+    dense_output,
+    fast_function,
+    feedback_noise,
+    output_jacobians,
+)
 
 __all__ = [
     "FeedbackLearningOptions",
@@ -90,45 +99,6 @@ def local_errors(
     ]
 
 
-def _tanh_via_sigmoid(pre_activation: Tensor) -> Tensor:
-    return torch.sigmoid(pre_activation * 2.0).mul_(2.0).sub_(1.0)
-
-
-def fast_function(activation: Activation) -> Callable[[Tensor], Tensor]:
-    """``activation``'s function for the feedback pathways' extra evaluations, computed faster where
-    torch's kernel is slow: tanh(x) = 2 sigmoid(2x) - 1 (torch 2.x's CPU tanh costs ~10x its
-    sigmoid; the two agree to rounding, ~1e-7 absolute in float32). Others: unchanged."""
-    return _tanh_via_sigmoid if activation.name == "tanh" else activation.function
-
-
-def feedback_noise(
-    like: Sequence[Tensor], std: float, distribution: NoiseDistribution
-) -> list[Tensor]:
-    """Independent zero-mean noise of covariance std^2 I shaped like each (N, n_i) tensor, drawn
-    in one call: ``rademacher`` (+-std, the family's default: the feedback losses' small-noise
-    analysis needs only the covariance; +-std draws cost about a quarter of Gaussian ones and make
-    the diagonal of eps eps^T exact, which lowers the variance of the noise-based feedback
-    gradients) or ``gaussian`` (N(0, std^2 I), as in the papers)."""
-    widths = [tensor.shape[1] for tensor in like]
-    first = like[0]
-    shape = (first.shape[0], sum(widths))
-    if distribution == "gaussian":
-        block = torch.randn(shape, dtype=first.dtype, device=first.device)
-    else:
-        block = rademacher(shape, first.dtype, first.device)
-    return list(block.mul_(std).split(widths, dim=1))
-
-
-def dense_output(layer: DenseLayer, inputs: Tensor) -> Tensor:
-    """f(W x + b) of a dense layer, with ``fast_function`` (the feedback phases' extra passes)."""
-    flat = inputs.flatten(1)
-    if layer.bias is None:
-        pre = flat @ layer.weight.t()
-    else:
-        pre = torch.addmm(layer.bias, flat, layer.weight.t())
-    return fast_function(layer.activation)(pre)
-
-
 def clamp_into_range(activation: Activation, activity: Tensor) -> Tensor:
     """Keep a target strictly inside a bounded activation's range (tanh, sigmoid), so its inverse
     stays finite; other activations are returned unchanged."""
@@ -141,24 +111,6 @@ def clamp_into_range(activation: Activation, activity: Tensor) -> Tensor:
 def mean_sample_norm(tensor: Tensor) -> float:
     """Mean over the batch of each sample's Euclidean norm."""
     return float(torch.linalg.vector_norm(tensor.flatten(1), dim=1).mean())
-
-
-def output_jacobians(network: Network, trace: ForwardTrace) -> list[Tensor]:
-    """J_l = dh_L/dh_l per sample, shape (N, n_L, n_l), for l = 1..L (J_L = I), by the chain rule
-    J_{l-1} = J_l diag(f_l'(a_l)) W_l (dense layers)."""
-    output = trace.output
-    count, width = output.shape
-    jacobian = torch.eye(width, dtype=output.dtype, device=output.device).expand(count, -1, -1)
-    jacobians = [jacobian]
-    for index in range(len(network.layers) - 1, 0, -1):
-        layer = network.layers[index]
-        slope = layer.activation.derivative(
-            trace.pre_activations[index], trace.activities[index + 1]
-        )
-        jacobian = (jacobian * slope.unsqueeze(1)) @ layer.weight
-        jacobians.append(jacobian)
-    jacobians.reverse()
-    return jacobians
 
 
 def gauss_newton_differences(
@@ -233,8 +185,8 @@ class TargetPropagationRule(LearningRule):
     @classmethod
     def unsupported_reason(cls, network: Network) -> str | None:
         """Why the rule cannot train ``network``, or None if it can."""
-        if not all(isinstance(layer, DenseLayer) for layer in network.layers):
-            return "the target-propagation rules need fully connected (dense) layers"
+        if not all(isinstance(layer, DenseLayer | Conv2dLayer) for layer in network.layers):
+            return "the target-propagation rules need dense or convolutional (Conv2dLayer) layers"
         if len(network.layers) < 2:
             return "it needs at least one hidden layer"
         return None
@@ -273,7 +225,11 @@ class TargetPropagationRule(LearningRule):
         differences = self.propagate_targets(trace, self.top_difference(trace, targets), reuse)
         errors = local_errors(self.network, trace, differences, self.options.target_step)
         write_layer_gradients(self.network, trace, errors)
-        series = {"target_difference_by_layer": [mean_sample_norm(d) for d in differences]}
+        series = {  # 0-d tensors, read only when logged: no wait for the device per step
+            "target_difference_by_layer": [
+                torch.linalg.vector_norm(d.flatten(1), dim=1).mean() for d in differences
+            ]
+        }
         if feedback_losses:
             series[self.feedback_loss_name] = _nan_padded(feedback_losses, len(differences))
         loss = self.loss(trace.output, targets)
@@ -332,6 +288,8 @@ class TrainedFeedbackRule(TargetPropagationRule):
         iterations = self.options.feedback_iterations
         for iteration in range(iterations):
             step = self.feedback_gradients(trace)
+            if iteration + 1 < iterations:  # an internal step: the same on every process
+                self.reduce_gradients(gradient for _, gradient in step.gradients)
             for parameter, gradient in step.gradients:
                 if iteration + 1 < iterations:
                     parameter.sub_(gradient, alpha=self.options.feedback_step)
