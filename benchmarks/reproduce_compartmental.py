@@ -24,9 +24,15 @@ Speed. One process, 784-500-500-10 tanh, batch 32, MNIST-shaped random inputs (a
 accuracy): each repeat times ``--speed-batches`` steps of every rule in turn (interleaved, so load
 on the machine hits all rules alike); the ratio is the median over repeats of rule time / BP time.
 
-Published (~ = from memory of the paper, unverified; docs/compartmental.md): microcircuit ~1.96 %
-error on 784-500-500-10 (BP ~1.5 %), Sacramento et al. 2018; segregated dendrites ~4 % with one
-hidden layer, ~3 % with two, Guerguiev et al. 2017; burstprop: no MNIST number to compare with.
+Published (T = third-party notes, U = unverified; docs/compartmental.md): microcircuit 1.96 %
+error on 784-500-500-10, Sacramento et al. 2018; segregated dendrites ~4.1 % with one hidden layer
+of 500, ~3.2 % with two, after 60 epochs, Guerguiev et al. 2017; burstprop ~1.1 % (3 x 500).
+
+A long run at one budget, resumable, one thread (what docs/compartmental.md reports):
+
+    ngrad train --rule segregated --data mnist --hidden 500 --activation sigmoid --lr 0.05 \
+        --momentum 0.9 --normalize standard --init xavier --epochs 60 --out RUN
+    ngrad train --resume RUN      # continues from the last finished epoch
 """
 
 from __future__ import annotations
@@ -75,7 +81,7 @@ SETTINGS = {
 }
 PUBLISHED = {
     "microcircuit": "1.96 (T)",
-    "segregated": "3.28 (1 hidden, T)",
+    "segregated": "~4.1 (1 hidden, U)",
     "burstprop": "1.1 (T, 3x500)",
 }
 

@@ -53,7 +53,10 @@ def test_inspect_draws_one_neuron(trained_runs, rule, tmp_path, capsys):
     args = ["inspect", str(trained_runs / rule), "--layer", "1", "--neuron", "3", "--out", str(out)]
     assert main([*args, "--sample", "7"]) == 0
     assert out.read_bytes()[:8] == PNG and out.stat().st_size > 10_000
-    assert str(out) in capsys.readouterr().out
+    population = out.with_name("neuron-error.png")  # every hidden unit against BP's error
+    assert population.read_bytes()[:8] == PNG and population.stat().st_size > 10_000
+    printed = capsys.readouterr().out
+    assert str(out) in printed and str(population) in printed
 
 
 @pytest.mark.parametrize(

@@ -9,12 +9,17 @@ from ngrad.errors import ConfigError
 from ngrad.nn.activations import SIGMOID_SLOPE_AT_ZERO
 from ngrad.rules import REGISTRY
 from ngrad.rules.checking import (
+    CHECKS,
     bp_gradients,
     dense_network,
     max_relative_error,
     random_batch,
     set_feedback_to_forward,
     train_on_teacher,
+)
+from ngrad.rules.compartmental.ablation_checks import (
+    _shuffle_hidden_errors,
+    check_ablations_fall_back_to_readout,
 )
 from ngrad.rules.compartmental.checks import (
     closed_form_segregated_updates,
@@ -310,7 +315,12 @@ def test_segregated_hidden_update_is_the_gradient_of_the_local_plateau_loss():
     network = dense_network(sizes=(12, 24, 4))
     x, y = random_batch((12,), 4)
     rule = ngrad.make_rule(
-        "segregated", network, forward_steps=30, target_steps=30, plateau_window=5
+        "segregated",
+        network,
+        forward_steps=30,
+        target_steps=30,
+        plateau_window=5,
+        output_rates="sigmoid",
     )
     forward, target = rule.phase_averages(x, y)
     rule.backward(x, y)
@@ -333,7 +343,7 @@ def test_segregated_apical_is_segregated_from_the_soma():
     """Hidden somata do not move in the target phase; the apical follows the taught output."""
     network = dense_network(sizes=DEEP)
     x, y = random_batch((12,), 4)
-    rule = ngrad.make_rule("segregated", network)
+    rule = ngrad.make_rule("segregated", network, output_rates="sigmoid")
     trace = rule.compartment_trace(x, y)
     for layer in trace.layers[:-1]:
         assert torch.equal(layer["soma"][0].expand_as(layer["soma"]), layer["soma"])
@@ -427,3 +437,34 @@ def test_microcircuit_learned_top_down_is_a_parameter_list():
     assert isinstance(rule.feedback, nn.ParameterList)
     assert all(p is m for p, m in zip(rule.feedback, rule.feedback_matrices(), strict=True))
     assert {"feedback.0", "feedback.1", "interneurons.bias.0"} <= set(rule.state_dict())
+
+
+# -- ablations -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("rule_name", COMPARTMENTAL)
+def test_ablations_fall_back_to_readout_only_learning(rule_name):
+    """Silenced apical channel: hidden layers frozen, loss higher; errors shuffled across units:
+    less than half of the intact rule's gain over readout-only learning."""
+    cls = REGISTRY[rule_name]
+    (options,) = [
+        options for check, options in CHECKS[cls] if check is check_ablations_fall_back_to_readout
+    ]
+    results = check_ablations_fall_back_to_readout(rule_name, **options)
+    assert len(results) == 3
+    assert all(result.passed for result in results), results
+
+
+def test_shuffled_errors_are_a_permutation_of_the_update_rows():
+    network = dense_network(sizes=(12, 24, 24, 4), activation="sigmoid")
+    rule = ngrad.make_rule("burstprop", network)
+    x, y = random_batch((12,), 4)
+    rule.backward(x, y)
+    before = _updates(rule)
+    _shuffle_hidden_errors(rule, torch.Generator().manual_seed(0))
+    after = _updates(rule)
+    for old, new in zip(before[:-1], after[:-1], strict=True):
+        assert not torch.equal(old, new)
+        torch.testing.assert_close(old.sum(dim=0), new.sum(dim=0))
+        torch.testing.assert_close(
+            old.norm(dim=1).sort().values, new.norm(dim=1).sort().values, rtol=0, atol=0
+        )
+    assert torch.equal(before[-1], after[-1])  # the readout keeps its update

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ngrad.errors import ConfigError
 
-__all__ = ["NeuronTrace", "inspectable_rules", "neuron_trace"]
+__all__ = ["ErrorChannel", "NeuronTrace", "error_channel", "inspectable_rules", "neuron_trace"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,60 @@ class NeuronTrace:
     neuron: int
     sample: int
     title: str
+
+
+@dataclass(frozen=True)
+class ErrorChannel:
+    """The population picture: per hidden layer, ``deflection[l]`` the change the teacher makes
+    to the error-carrying compartment (``compartment``: apical potential, or burst probability)
+    of every unit and sample, beside ``bp_error[l]``, backprop's -dL/dh for the same units;
+    ``residue`` the microcircuit's logged apical residue ratio by epoch (empty for the others)."""
+
+    compartment: str
+    deflection: list[list[float]]
+    bp_error: list[list[float]]
+    residue: list[tuple[int, float]]
+    title: str
+
+
+def error_channel(run_dir: str | Path, samples: int = 64) -> ErrorChannel:
+    """The teacher's deflection of each hidden unit's error compartment (end of the teaching
+    phase minus end of the forward phase) on the first ``samples`` test images, against
+    backprop's -dL/dh, in the run's best-validation state."""
+    import json
+
+    import torch
+
+    from ngrad.rules.compartmental.checks import hidden_activity_gradients
+    from ngrad.train.runs import load_run
+
+    run = load_run(run_dir)
+    rule = run.rule
+    if not hasattr(rule, "compartment_trace"):
+        raise ConfigError(f"rule {run.config.rule!r} has no compartments to inspect")
+    dtype = rule.network.layers[0].weight.dtype
+    inputs = run.data.test_x[:samples].flatten(1).to(dtype)
+    targets = run.data.test_y[:samples].long()
+    with torch.no_grad():
+        trace = rule.compartment_trace(inputs, targets)
+    gradients = hidden_activity_gradients(rule.network, rule.loss, inputs, targets)
+    hidden = trace.layers[:-1]
+    name = "burst_probability" if "burst_probability" in hidden[0] else "apical"
+    forward_steps = trace.phases[0][1]
+    deflection = [
+        (layer[name][-1] - layer[name][forward_steps - 1]).flatten().tolist() for layer in hidden
+    ]
+    bp_error = [(-gradient).flatten().tolist() for gradient in gradients]
+    residue = []
+    metrics = Path(run_dir) / "metrics.jsonl"
+    if metrics.exists():
+        for line in metrics.read_text().splitlines():
+            entry = json.loads(line)
+            value = (entry.get("rule_diagnostics") or {}).get("apical_residue_ratio")
+            if value is not None:
+                residue.append((int(entry["epoch"]), float(value)))
+    title = f"{run.config.rule}: teacher's deflection of the {name.replace('_', ' ')} vs BP's error"
+    return ErrorChannel(name, deflection, bp_error, residue, title)
 
 
 def inspectable_rules() -> list[str]:

@@ -12,8 +12,11 @@ method (:mod:`ngrad.analysis.neuron`; the figure: :mod:`ngrad.plots.neuron`).
 
 ``--out`` names the image file; its extension picks the format (png, pdf, svg, ... as matplotlib
 writes them), a name without one gets ``.png``, and a directory (existing, or written with a
-trailing slash) receives ``<rule>-layer<L>-neuron<I>-sample<K>.png``. The command prints the path
-it wrote.
+trailing slash) receives ``<rule>-layer<L>-neuron<I>-sample<K>.png``. Beside it, ``<stem>-error``
+with the same extension shows the population: for every hidden unit and the first 64 test images,
+the teacher's deflection of the error-carrying compartment (apical potential; burst probability
+for burstprop) against backprop's -dL/dh, and for the microcircuit the logged apical residue ratio
+by epoch. The command prints both paths.
 """
 
 from __future__ import annotations
@@ -24,7 +27,15 @@ from pathlib import Path
 
 from ngrad.errors import ConfigError
 
-__all__ = ["add_arguments", "command_inspect", "inspect_neuron", "output_path", "run"]
+__all__ = [
+    "add_arguments",
+    "command_inspect",
+    "error_channel_path",
+    "inspect_error_channel",
+    "inspect_neuron",
+    "output_path",
+    "run",
+]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -93,10 +104,26 @@ def inspect_neuron(
     return draw_compartments(trace.series, trace.phases, trace.title, path)
 
 
+def error_channel_path(neuron_path: Path) -> Path:
+    """Where the population picture goes: beside the neuron's, ``<stem>-error<suffix>``."""
+    return neuron_path.with_name(f"{neuron_path.stem}-error{neuron_path.suffix}")
+
+
+def inspect_error_channel(run_dir: str | Path, out: Path) -> Path:
+    """Draw the teacher's deflection of every hidden unit's error compartment against BP's
+    error (and the microcircuit's residue ratio by epoch) into ``out``; returns it."""
+    from ngrad.analysis.neuron import error_channel
+    from ngrad.plots.neuron import draw_error_channel
+
+    return draw_error_channel(error_channel(run_dir), out)
+
+
 def run(args: argparse.Namespace) -> int:
     """The command: draw the neuron and print the path written."""
     path = inspect_neuron(args.run_dir, args.out, args.layer, args.neuron, args.sample)
     print(f"compartments of layer {args.layer or 'last hidden'}, neuron {args.neuron}: {path}")
+    population = inspect_error_channel(args.run_dir, error_channel_path(path))
+    print(f"error channel of every hidden unit against backprop's: {population}")
     return 0
 
 

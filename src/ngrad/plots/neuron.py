@@ -7,7 +7,13 @@ from pathlib import Path
 
 from ngrad.errors import NgradError
 
-__all__ = ["COMPARTMENT_COLOURS", "PHASE_COLOURS", "draw_compartments", "image_formats"]
+__all__ = [
+    "COMPARTMENT_COLOURS",
+    "PHASE_COLOURS",
+    "draw_compartments",
+    "draw_error_channel",
+    "image_formats",
+]
 
 PHASE_COLOURS = {"forward": "#f2f2f2", "teaching": "#fde9d9", "target": "#fde9d9"}
 COMPARTMENT_COLOURS = {
@@ -84,6 +90,46 @@ def draw_compartments(
     except OSError as error:
         raise NgradError(f"cannot write {str(out)!r}: {error.strerror or error}") from None
     except (ValueError, RuntimeError) as error:  # a format this installation cannot write
+        raise NgradError(f"cannot write {str(out)!r}: {error}") from None
+    finally:
+        plt.close(figure)
+    return out
+
+
+def draw_error_channel(channel, out: Path) -> Path:
+    """One scatter per hidden layer (the teacher's deflection of the error compartment against
+    BP's -dL/dh, per unit and sample) and, for the microcircuit, the apical residue ratio by
+    epoch; ``channel`` an :class:`ngrad.analysis.neuron.ErrorChannel`. Returns ``out``."""
+    import numpy as np
+
+    from ngrad.plots.training import plt
+
+    panels = len(channel.deflection) + (1 if channel.residue else 0)
+    figure, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.8), squeeze=False)
+    colour = COMPARTMENT_COLOURS.get(channel.compartment, "black")
+    for index, (moved, wanted) in enumerate(zip(channel.deflection, channel.bp_error, strict=True)):
+        axis = axes[0, index]
+        axis.scatter(wanted, moved, s=3, color=colour, alpha=0.5)
+        correlation = np.corrcoef(wanted, moved)[0, 1] if len(moved) > 1 else float("nan")
+        axis.axhline(0.0, color="grey", lw=0.6)
+        axis.axvline(0.0, color="grey", lw=0.6)
+        axis.set(
+            xlabel=f"BP's -dL/dh, layer {index + 1}",
+            ylabel=f"{channel.compartment.replace('_', ' ')} deflection",
+            title=f"layer {index + 1} (r = {correlation:.2f})",
+        )
+    if channel.residue:
+        axis = axes[0, -1]
+        epochs, values = zip(*channel.residue, strict=True)
+        axis.semilogy(epochs, values, "o-")
+        axis.axhline(1.0, color="grey", lw=0.6)
+        axis.set(xlabel="epoch", title="apical residue / teaching deflection")
+    figure.suptitle(channel.title, fontsize=10)
+    figure.tight_layout()
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(out, dpi=110, format=out.suffix[1:].lower() or None)
+    except (OSError, ValueError, RuntimeError) as error:
         raise NgradError(f"cannot write {str(out)!r}: {error}") from None
     finally:
         plt.close(figure)

@@ -54,7 +54,6 @@ from torch import Tensor, nn
 
 from ngrad.nn.activations import SIGMOID_SLOPE_AT_ZERO
 from ngrad.nn.network import ForwardTrace, Network
-from ngrad.numeric import root_mean_square
 from ngrad.options import check_bounds
 from ngrad.rules.base import (
     FeedbackPair,
@@ -70,6 +69,7 @@ from ngrad.rules.compartmental.compartments import (
     unsupported_network_reason,
 )
 from ngrad.rules.feedback import FeedbackBuffers
+from ngrad.search_space import LogUniform, Uniform, tunable
 
 __all__ = ["Burstprop", "event_rate_slope"]
 
@@ -120,6 +120,9 @@ class Burstprop(LearningRule):
     summary = "burstprop: burst rates carry feedback; dW ~ (p - p_bar) x event rates"
     citation = "Payeur, Guerguiev, Zenke, Richards & Naud 2021, Nat. Neurosci."
     Options = BurstpropOptions
+    search_space = tunable(
+        hidden_rate=LogUniform(1.0, 100.0), baseline_burst_probability=Uniform(0.05, 0.5)
+    )
 
     def __init__(self, network: Network, loss="cross_entropy", **options) -> None:
         super().__init__(network, loss, **options)
@@ -136,7 +139,10 @@ class Burstprop(LearningRule):
         self.recurrent = nn.ParameterList(
             nn.Parameter(
                 torch.empty(
-                    layer.out_features, layer.out_features, dtype=layer.weight.dtype
+                    layer.out_features,
+                    layer.out_features,
+                    dtype=layer.weight.dtype,
+                    device=layer.weight.device,
                 ).uniform_(-o.recurrent_init, o.recurrent_init)
             )
             for layer in (hidden if o.recurrent else [])
@@ -238,16 +244,16 @@ class Burstprop(LearningRule):
             source, potential = presynaptic[index], untaught.apical[index]
             step = self.options.recurrent_rate / (inputs.shape[0] * input_power(source))
             assign_gradient(inhibition, -(potential.t() @ source) * step)
+        # 0-d tensors, read only when logged: no wait for the device per step
         saturated = [
-            float(((p < SATURATED) | (p > 1 - SATURATED)).double().mean())
-            for p in untaught.probability
+            ((p < SATURATED) | (p > 1 - SATURATED)).double().mean() for p in untaught.probability
         ]
         series = {
             "burst_probability_deviation_by_layer": [
-                float((t - u).abs().mean())
+                (t - u).abs().mean()
                 for t, u in zip(taught.probability, untaught.probability, strict=True)
             ],
-            "apical_potential_by_layer": [root_mean_square(v) for v in taught.apical],
+            "apical_potential_by_layer": [v.double().pow(2).mean().sqrt() for v in taught.apical],
             "saturated_burst_probability_by_layer": saturated,
         }
         loss = self.loss(trace.output, targets)

@@ -370,3 +370,7 @@ def closed_form_segregated_updates(
     gain = SIGMOID_SLOPE_AT_ZERO * (SIGMOID_SLOPE_AT_ZERO if o.output_rates == "sigmoid" else 1)
     hidden_error = -plateau_change * slope / (nudge * batch * gain)
     return [hidden_error.t() @ inputs, output_error.t() @ trace.activities[1]]
+
+
+# the ablation checks live beside these (importing the module registers them)
+from ngrad.rules.compartmental import ablation_checks  # noqa: E402, F401

@@ -32,9 +32,10 @@ Sacramento, Costa, Bengio & Senn (2018). Dendritic cortical microcircuits approx
 backpropagation algorithm. NeurIPS 31.
 
 ngrad's reading. Rate-based, vectorised over the batch, exponential Euler steps (``dt``): a forward
-phase without teacher (``forward_steps``) from its fixed point in the self-predicting state, then a
-teaching phase (``teaching_steps``). W_l is the paper's W^PP_l times g_B / (g_lk + g_B + g_A), so
-``forward`` (the feedforward pass) is the circuit's forward state. Updates are divided by
+phase without teacher (at most ``forward_steps``, ended once settled within ``settle_tolerance``)
+from its fixed point in the self-predicting state, then a teaching phase (``teaching_steps``).
+W_l is the paper's W^PP_l times g_B / (g_lk + g_B + g_A), so ``forward`` (the feedforward pass) is
+the circuit's forward state. Updates are divided by
 lambda_out N (the output's is BP's gradient; a hidden layer's c^{L-l} times BP's, see
 ``depth_compensation`` and ``hidden_rate``). Learned interneurons copy the teacher-induced step
 of the synapses they predict (``.grad``) and remove what they still mispredict with their own
@@ -61,6 +62,14 @@ from ngrad.rules.base import (
     StepRecord,
     write_layer_update,
 )
+from ngrad.rules.compartmental.circuit_state import (
+    CircuitState,
+    Readout,
+    Synapses,
+    apical_potentials,
+    gather_synapses,
+    largest_move,
+)
 from ngrad.rules.compartmental.compartments import (
     CompartmentTrace,
     input_power,
@@ -71,10 +80,11 @@ from ngrad.rules.compartmental.compartments import (
 )
 from ngrad.rules.compartmental.interneurons import (
     Interneurons,
-    residue_ratio,
+    residue_ratios,
     write_top_down_updates,
 )
 from ngrad.rules.feedback import random_feedback
+from ngrad.search_space import LogUniform, tunable
 
 __all__ = ["DendriticMicrocircuit"]
 
@@ -90,8 +100,9 @@ class MicrocircuitOptions:
     g_dendrite: float = 1.0  # g_D, interneuron dendrite to soma
     g_soma: float = 0.8  # g_som, nudging: interneurons by layer l+1, output by the teacher
     dt: float = 1.0  # exponential-Euler step (units of capacitance / conductance)
-    forward_steps: int = 4  # steps of the phase without teacher
-    teaching_steps: int = 8  # steps of the phase with the teacher nudging the output
+    forward_steps: int = 4  # most steps of the phase without teacher
+    teaching_steps: int = 8  # most steps of the phase with the teacher nudging the output
+    settle_tolerance: float = 1e-4  # forward phase ends before a step moving no potential this far
     top_down: Literal["fixed", "learned"] = "fixed"  # top-down weights B: fixed random or learned
     init: Init = "pytorch"  # how the top-down weights B are drawn
     interneurons: Literal["learned", "ideal"] = "learned"  # ideal: reset to W^IP=W_(l+1), W^PI=-B
@@ -105,26 +116,9 @@ class MicrocircuitOptions:
         check_bounds(
             self,
             positive=("g_basal", "g_apical", "g_dendrite", "g_soma", "dt", *rates),
-            non_negative=("g_leak",),
+            non_negative=("g_leak", "settle_tolerance"),
             at_least_one=("forward_steps", "teaching_steps"),
         )
-
-
-@dataclass
-class _CircuitState:
-    soma: list[Tensor]  # u_l, l = 1..L
-    interneuron: list[Tensor]  # u^I_l, l = 1..L-1
-
-
-@dataclass
-class _Readout:
-    """Compartment potentials computed from a state (the rates it implies)."""
-
-    rates: list[Tensor]  # r_0 = x, r_1 .. r_L
-    basal: list[Tensor]  # v^_B,l
-    apical: list[Tensor]  # v_A,l (hidden layers)
-    interneuron_dendrite: list[Tensor]  # v^_I,l
-    interneuron_rates: list[Tensor]  # r^I_l
 
 
 class DendriticMicrocircuit(LearningRule):
@@ -132,6 +126,7 @@ class DendriticMicrocircuit(LearningRule):
     summary = "dendritic microcircuit: interneurons cancel top-down input; apical mismatch = error"
     citation = "Sacramento, Costa, Bengio & Senn 2018, NeurIPS"
     Options = MicrocircuitOptions
+    search_space = tunable(hidden_rate=LogUniform(0.1, 10.0))
 
     def __init__(self, network: Network, loss="cross_entropy", **options) -> None:
         super().__init__(network, loss, **options)
@@ -187,28 +182,28 @@ class DendriticMicrocircuit(LearningRule):
         }
 
     # -- dynamics ----------------------------------------------------------------------------
-    def _read(self, inputs: Tensor, state: _CircuitState, drive: Tensor | None = None) -> _Readout:
-        """Every compartment's potential in ``state``; ``drive`` is the first layer's basal
-        input W_1 x + b_1 when already known (it does not change within a batch)."""
-        layers = list(self.network.layers)
-        rates = [inputs.flatten(1)] + [
-            layer.activation(u) for layer, u in zip(layers, state.soma, strict=True)
-        ]
-        if drive is None:
-            drive = F.linear(rates[0], layers[0].weight, layers[0].bias)
-        basal = [drive] + [
-            F.linear(rates[i], layer.weight, layer.bias) for i, layer in enumerate(layers) if i
-        ]
-        interneuron_rates = [layers[i + 1].activation(u) for i, u in enumerate(state.interneuron)]
-        top_down = self.feedback_matrices()
-        apical = self.interneurons.apical(rates[2:], interneuron_rates, top_down)
-        dendrite = self.interneurons.dendrites(rates[1:-1])
-        return _Readout(rates, basal, apical, dendrite, interneuron_rates)
+    def _synapses(self) -> Synapses:
+        return gather_synapses(self.network, self.interneurons, self.feedback_matrices())
 
-    def _relax(self, inputs, state, read, steps, teacher, drive, visited=None):
-        """``steps`` exponential-Euler steps from ``state`` (``read`` its readout, ``drive`` the
-        first layer's basal input); returns the last state and its readout; ``visited``
-        collects every state."""
+    def _read(self, inputs: Tensor, state: CircuitState, drive: Tensor, w: Synapses) -> Readout:
+        """Every compartment's potential in ``state``; ``drive`` is the first layer's basal
+        input W_1 x + b_1 (it does not change within a batch), ``w`` the synapses."""
+        f = w.activations
+        rates = [inputs.flatten(1)] + [f[i](u) for i, u in enumerate(state.soma)]
+        basal = [drive] + [F.linear(rates[i], w.weight[i], w.bias[i]) for i in range(1, len(f))]
+        interneuron_rates = [f[i + 1](u) for i, u in enumerate(state.interneuron)]
+        dendrite = [
+            F.linear(rates[i + 1], w.predict[i], w.predict_bias[i])
+            for i in range(len(interneuron_rates))
+        ]
+        apical = apical_potentials(rates, interneuron_rates, w)
+        return Readout(rates, basal, apical, dendrite, interneuron_rates)
+
+    def _relax(self, inputs, state, read, steps, teacher, drive, w, tolerance, visited=None):
+        """Up to ``steps`` exponential-Euler steps from ``state`` (``read`` its readout, ``drive``
+        the first layer's basal input, ``w`` the synapses); stops before a step that would move
+        no potential by ``tolerance`` or more (settled). Returns the last state and its readout;
+        ``visited`` collects every state."""
         k = self._constants()
         for _ in range(steps):
             soma = [
@@ -227,13 +222,15 @@ class DendriticMicrocircuit(LearningRule):
                     state.interneuron, read.interneuron_dendrite, state.soma[1:], strict=True
                 )
             ]
-            state = _CircuitState(soma, interneuron)
-            read = self._read(inputs, state, drive)
+            new = CircuitState(soma, interneuron)
+            if tolerance and largest_move(state, new) < tolerance:
+                break
+            state, read = new, self._read(inputs, new, drive, w)
             if visited is not None:
                 visited.append(state)
         return state, read
 
-    def _bottom_up(self, inputs: Tensor) -> tuple[_CircuitState, _Readout]:
+    def _bottom_up(self, inputs: Tensor, w: Synapses) -> tuple[CircuitState, Readout]:
         """Where the forward phase starts, and its readout: each soma at its basal prediction
         (the input swept up the hierarchy once), each interneuron at its fixed point given those
         somata, v^_I + lambda_I (u_{l+1} - v^_I): with the apical cancelled, the forward phase's
@@ -247,19 +244,25 @@ class DendriticMicrocircuit(LearningRule):
         interneuron_rates = [
             layer.activation(u) for layer, u in zip(upper, interneuron, strict=True)
         ]
-        apical = self.interneurons.apical(rates[2:], interneuron_rates, self.feedback_matrices())
-        read = _Readout(rates, somata, apical, dendrites, interneuron_rates)
-        return _CircuitState(somata, interneuron), read
+        apical = apical_potentials(rates, interneuron_rates, w)
+        read = Readout(rates, somata, apical, dendrites, interneuron_rates)
+        return CircuitState(somata, interneuron), read
 
-    def _phases(self, inputs: Tensor, targets: Tensor | None, visited=None):
-        start, read = self._bottom_up(inputs)
-        drive, o = read.basal[0], self.options  # W_1 x + b_1, the same at every step
-        state, forward = self._relax(inputs, start, read, o.forward_steps, None, drive, visited)
+    def _phases(self, inputs: Tensor, targets: Tensor | None, visited=None, tolerance=None):
+        """Forward phase from the bottom-up sweep, ended once settled within ``tolerance``
+        (default: the option), then (with ``targets``) every step of the teaching phase."""
+        o, w = self.options, self._synapses()
+        tolerance = o.settle_tolerance if tolerance is None else tolerance
+        start, read = self._bottom_up(inputs, w)
+        drive = read.basal[0]  # W_1 x + b_1, the same at every step
+        state, forward = self._relax(  # ends once settled: it starts at its fixed point
+            inputs, start, read, o.forward_steps, None, drive, w, tolerance, visited
+        )
         if targets is None:
             return state, forward, None, None
         teacher = teacher_potential(self.loss, state.soma[-1], targets)
         taught_state, taught = self._relax(
-            inputs, state, forward, o.teaching_steps, teacher, drive, visited
+            inputs, state, forward, o.teaching_steps, teacher, drive, w, 0.0, visited
         )
         return state, forward, taught_state, taught
 
@@ -280,7 +283,7 @@ class DendriticMicrocircuit(LearningRule):
         ]
 
     def _write_forward_updates(
-        self, state: _CircuitState, read: _Readout, scales: list[float]
+        self, state: CircuitState, read: Readout, scales: list[float]
     ) -> list[Tensor]:
         """Urbanczik-Senn on every basal synapse, divided by ``scales``; returns the errors."""
         errors = []
@@ -293,7 +296,7 @@ class DendriticMicrocircuit(LearningRule):
             errors.append(error)
         return errors
 
-    def _learn_interneurons(self, forward_state, forward: _Readout, state, read, scales) -> None:
+    def _learn_interneurons(self, forward_state, forward: Readout, state, read, scales) -> None:
         """Learned interneurons, after a batch with teacher: the teacher-induced part of the
         pyramid -> interneuron mismatch goes to ``.grad`` at the predicted layer's scale (nudged
         by the same teacher, they move with the synapses they predict); the forward phase's
@@ -308,15 +311,17 @@ class DendriticMicrocircuit(LearningRule):
         changes = [t - u for t, u in zip(taught, untaught, strict=True)]
         self.interneurons.write_prediction_updates(changes, read.rates[1:-1], factors)
         rates, step = forward.interneuron_rates, self.options.interneuron_rate
-        self.interneurons.track(untaught, forward.rates[1:-1], forward.apical, rates, step, nudge)
+        self.interneurons.track(
+            untaught, forward.rates[1:-1], forward.apical, rates, step, nudge, self.reduce_gradients
+        )
 
-    def _write_top_down_updates(self, state: _CircuitState, read: _Readout) -> None:
+    def _write_top_down_updates(self, state: CircuitState, read: Readout) -> None:
         """Learned top-down synapses predict the lower soma (normalised least squares)."""
         if self.options.top_down == "learned":
             layers, rate = self.network.layers, self.options.top_down_rate
             write_top_down_updates(self.feedback, layers, state.soma, read.rates, rate)
 
-    def _series(self, forward: _Readout, taught: _Readout | None, state) -> dict[str, list]:
+    def _series(self, forward: Readout, taught: Readout | None, state) -> dict[str, list]:
         read = taught if taught is not None else forward
         series = {
             "apical_potential_by_layer": [root_mean_square(a) for a in read.apical],
@@ -345,7 +350,10 @@ class DendriticMicrocircuit(LearningRule):
             self._learn_interneurons(state, forward, taught_state, taught, scales)
         output = state.soma[-1]
         series = self._series(forward, taught, state)
-        scalars = {"apical_residue_ratio": residue_ratio(forward.apical, taught.apical)}
+        overall, series["apical_residue_ratio_by_layer"] = residue_ratios(
+            forward.apical, taught.apical
+        )
+        scalars = {"apical_residue_ratio": overall}
         return StepRecord(self.loss(output, targets), output, tuple(errors), scalars, series)
 
     @torch.no_grad()
@@ -376,9 +384,11 @@ class DendriticMicrocircuit(LearningRule):
     @torch.no_grad()
     def compartment_trace(self, inputs: Tensor, targets: Tensor) -> CompartmentTrace:
         """Basal, apical and somatic potentials (and interneuron somata) at every step."""
-        states: list[_CircuitState] = []
-        self._phases(inputs, targets, states)
-        record = [self._read(inputs, state) for state in states]
+        states: list[CircuitState] = []
+        self._phases(inputs, targets, states, tolerance=0.0)  # every step, for the picture
+        w = self._synapses()
+        drive = F.linear(inputs.flatten(1), w.weight[0], w.bias[0])
+        record = [self._read(inputs, state, drive, w) for state in states]
         k = self._constants()
         count = len(self.network.layers)
         layers = []

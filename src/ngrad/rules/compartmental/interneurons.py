@@ -18,7 +18,7 @@ backpropagation algorithm. NeurIPS 31. Notation and settings: ``docs/compartment
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -29,7 +29,7 @@ from ngrad.nn.layers import Layer
 from ngrad.rules.base import assign_gradient
 from ngrad.rules.compartmental.compartments import input_power
 
-__all__ = ["Interneurons", "residue_ratio", "write_top_down_updates"]
+__all__ = ["Interneurons", "residue_ratio", "residue_ratios", "write_top_down_updates"]
 
 
 class Interneurons(nn.Module):
@@ -64,6 +64,14 @@ class Interneurons(nn.Module):
             self.pyramid_to_interneuron[index].copy_(random_like(weight))
             self.bias[index].zero_()
             self.interneuron_to_pyramid[index].copy_(random_like(weight))
+
+    def weights(self) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+        """(W^IP_l, b^I_l, W^PI_l) as plain lists."""
+        return (
+            list(self.pyramid_to_interneuron),
+            list(self.bias),
+            list(self.interneuron_to_pyramid),
+        )
 
     def dendrites(self, hidden_rates: Sequence[Tensor]) -> list[Tensor]:
         """v^_I,l = W^IP_l r_l + b^I_l from the hidden rates r_1..r_{L-1}."""
@@ -114,18 +122,27 @@ class Interneurons(nn.Module):
         rates: Sequence[Tensor],
         step: float,
         nudge: float,
+        reduce: Callable[[list[Tensor]], None] | None = None,
     ) -> None:
         """The interneurons' own momentum-free normalised least-squares steps, applied in place
         from a phase without teacher: W^IP_l += step (f(u^I_l) - f(v^_I,l)) r_l^T / (lambda_I N
         (1 + mean |r_l|^2)) (the nudge lambda_I divided out, so ``step`` is the fraction of the
-        prediction error removed) and W^PI_l -= step v_A,l r^I_l^T / (N (1 + mean |r^I_l|^2))."""
+        prediction error removed) and W^PI_l -= step v_A,l r^I_l^T / (N (1 + mean |r^I_l|^2)).
+        ``reduce`` (the rule's ``reduce_gradients``) averages the steps over the processes of a
+        data-parallel step before they are applied."""
+        targets, steps = [], []
         for i, (mismatch, presynaptic) in enumerate(zip(mismatches, hidden_rates, strict=True)):
             scale = step / (nudge * presynaptic.shape[0] * input_power(presynaptic))
-            self.pyramid_to_interneuron[i].add_(mismatch.t() @ presynaptic, alpha=scale)
-            self.bias[i].add_(mismatch.sum(dim=0), alpha=scale)
+            targets += [self.pyramid_to_interneuron[i], self.bias[i]]
+            steps += [(mismatch.t() @ presynaptic).mul_(scale), mismatch.sum(dim=0).mul_(scale)]
         for i, (potential, presynaptic) in enumerate(zip(apical, rates, strict=True)):
             scale = step / (presynaptic.shape[0] * input_power(presynaptic))
-            self.interneuron_to_pyramid[i].sub_(presynaptic.t() @ potential, alpha=scale)
+            targets.append(self.interneuron_to_pyramid[i])
+            steps.append((presynaptic.t() @ potential).mul_(-scale))
+        if reduce is not None:
+            reduce(steps)
+        for target, change in zip(targets, steps, strict=True):
+            target.add_(change)
         # W^PI learns by these steps alone: its share of the optimiser's step is zero (the
         # contract: every trained parameter gets a .grad)
         for weight in self.interneuron_to_pyramid:
@@ -150,6 +167,21 @@ def residue_ratio(forward_apical: Sequence[Tensor], taught_apical: Sequence[Tens
         float((t - a).pow(2).sum()) for t, a in zip(taught_apical, forward_apical, strict=True)
     )
     return (leftover / teaching) ** 0.5 if teaching else 0.0
+
+
+def residue_ratios(
+    forward_apical: Sequence[Tensor], taught_apical: Sequence[Tensor]
+) -> tuple[float, list[float]]:
+    """:func:`residue_ratio` of all hidden layers together and of each on its own."""
+    pairs = list(zip(forward_apical, taught_apical, strict=True))
+    leftover = [float(a.pow(2).sum()) for a, _ in pairs]
+    teaching = [float((t - a).pow(2).sum()) for a, t in pairs]
+
+    def ratio(left: float, taught: float) -> float:
+        return (left / taught) ** 0.5 if taught else 0.0
+
+    per_layer = [ratio(left, taught) for left, taught in zip(leftover, teaching, strict=True)]
+    return ratio(sum(leftover), sum(teaching)), per_layer
 
 
 def write_top_down_updates(

@@ -29,7 +29,10 @@ exponential Euler steps; the teacher nudges the output potential toward u_trg = 
 (``compartments.py``). The forward phase starts from the somata settled on the input (with a
 segregated apical this is the forward phase's equilibrium), the target phase from where the
 forward phase ended; only the output soma is simulated (the hidden somata never move). The
-apical reads positive output rates sigma(u_L) through positive-mean Y (the paper's statistics).
+apical reads the output potentials u_L (or, with ``output_rates="sigmoid"``, the paper's positive
+rates sigma(u_L)) through positive-mean Y, scaled so that at half-maximal output rates the apical
+potential has mean ``feedback_mean`` and spread ``feedback_spread``: the plateau sigmoid bends the
+signal without saturating.
 Every update is divided by lambda N sigma'(0) (times sigma'(0) for sigmoid output rates), lambda =
 g_som / (g_L + g_D + g_som), which makes the output update BP's gradient and a hidden update
 DFA's (BP's for one hidden layer with Y = W_L) when the apical potential is near 0. What is kept,
@@ -57,6 +60,7 @@ from ngrad.rules.compartmental.compartments import (
     unsupported_network_reason,
 )
 from ngrad.rules.feedback import FeedbackBuffers
+from ngrad.search_space import LogUniform, Uniform, tunable
 
 __all__ = ["PhaseAverages", "SegregatedDendrites"]
 
@@ -71,9 +75,9 @@ class SegregatedOptions:
     forward_steps: int = 4  # steps of the forward phase (no teacher)
     target_steps: int = 8  # steps of the target phase (teacher nudges the output)
     plateau_window: int = 4  # steps averaged at the end of each phase
-    feedback_mean: float = 3.0  # mean apical potential at half-maximal output rates (paper: 3)
-    feedback_spread: float = 3.0  # its standard deviation across units (the paper: 3)
-    output_rates: Literal["sigmoid", "potential"] = "sigmoid"  # apical reads sigma(u_L) or u_L
+    feedback_mean: float = 0.5  # mean apical potential when every output reads 1/2
+    feedback_spread: float = 1.0  # its standard deviation across units
+    output_rates: Literal["sigmoid", "potential"] = "potential"  # apical reads u_L or sigma(u_L)
 
     def __post_init__(self) -> None:
         check_bounds(
@@ -105,6 +109,7 @@ class SegregatedDendrites(LearningRule):
     summary = "segregated dendrites: hidden loss on plateau potentials of two phases"
     citation = "Guerguiev, Lillicrap & Richards 2017, eLife 6:e22901"
     Options = SegregatedOptions
+    search_space = tunable(feedback_mean=Uniform(1.0, 5.0), feedback_spread=LogUniform(0.5, 5.0))
 
     def __init__(self, network: Network, loss="cross_entropy", **options) -> None:
         super().__init__(network, loss, **options)
