@@ -17,7 +17,8 @@ __all__ = ["plot_accuracy_vs_similarity", "plot_heatmap"]
 
 
 def plot_heatmap(results: dict[str, Any], path: Path) -> None:
-    """Layer x rule heat map of each measure (mean over runs), values written in the cells."""
+    """Layer x rule heat map of each measure (mean over runs), values written in the cells; each
+    panel's colour scale spans the values it shows."""
     rows, layers = results["table"], results["layers"]
     measures = [m for m in MEASURES if rows and m in rows[0]]
     rules = list(dict.fromkeys(row["rule"] for row in rows))
@@ -34,8 +35,10 @@ def plot_heatmap(results: dict[str, Any], path: Path) -> None:
             grid[layers.index(row["layer"]), rules.index(row["rule"])] = (
                 np.nan if value is None else value
             )
-        low, high = np.nanmin(grid, initial=0.0), np.nanmax(grid, initial=1.0)
-        image = axis.imshow(grid, vmin=min(0.0, low), vmax=max(1.0, high), cmap="viridis")
+        finite = grid[np.isfinite(grid)]  # the colour scale spans the values shown
+        low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+        spread = max(high - low, 0.01)
+        image = axis.imshow(grid, vmin=high - spread, vmax=high, cmap="viridis")
         for (i, j), value in np.ndenumerate(grid):
             if np.isfinite(value):
                 axis.text(
@@ -45,7 +48,7 @@ def plot_heatmap(results: dict[str, Any], path: Path) -> None:
                     ha="center",
                     va="center",
                     fontsize=7,
-                    color="white" if value < 0.6 else "black",
+                    color="white" if image.norm(value) < 0.6 else "black",
                 )
         axis.set_xticks(range(len(rules)), rules, rotation=45, ha="right")
         axis.set_yticks(range(len(layers)), [f"layer {layer}" for layer in layers])

@@ -10,7 +10,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-import numpy as np
 from matplotlib.ticker import MaxNLocator
 
 __all__ = ["plot_comparison", "plot_run"]
@@ -134,63 +133,13 @@ def _plot_rule_diagnostics(history, out_dir: Path, title: str) -> list[Path]:
     return written
 
 
-def _mean_curve(
-    histories: Sequence[Sequence[Mapping[str, Any]]], key: str, layer: int | None = None
-):
-    by_epoch: dict[int, list[float]] = {}
-    for history in histories:
-        for line in history:
-            value = line.get(key)
-            if layer is not None:
-                value = value[layer] if value and layer < len(value) else None
-            if value is not None:
-                by_epoch.setdefault(line["epoch"], []).append(value)
-    epochs = sorted(by_epoch)
-    return epochs, [float(np.mean(by_epoch[e])) for e in epochs]
-
-
-def _distinct_styles(names: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """A colour and line style per name that stay distinct beyond ten curves."""
-    palette = plt.get_cmap("tab10").colors
-    dashes = ("-", "--", ":", "-.")
-    return {
-        name: {"color": palette[i % len(palette)], "linestyle": dashes[i // len(palette) % 4]}
-        for i, name in enumerate(names)
-    }
-
-
 def plot_comparison(
     histories: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]], out_dir: Path, dataset: str
 ) -> list[Path]:
-    """accuracy.png (all rules, one axis) and angles.png (angle to BP per layer over training);
-    ``histories[rule]`` holds one metrics history per seed, curves are seed means."""
-    styles = _distinct_styles(list(histories))
-    figure, axis = plt.subplots(figsize=(6.5, 4.2))
-    for rule, runs in histories.items():
-        axis.plot(*_mean_curve(runs, "val_accuracy"), label=rule, **styles[rule])
-    axis.set(xlabel="epoch", ylabel="validation accuracy", title=f"rules on {dataset}")
-    _legend(axis, fontsize=8, ncol=2)
-    _save(figure, out_dir / "accuracy.png")
+    """accuracy.png (final test accuracy per rule with intervals over seeds) and angles.png
+    (angle to BP per layer over training); ``histories[rule]`` holds one metrics history per
+    seed. The comparison's full set of figures, with titles naming the model and budget, is
+    :func:`ngrad.plots.comparison.plot_comparison`."""
+    from ngrad.plots.comparison import plot_comparison as plot_figures
 
-    layer_count = max(
-        (
-            len(line.get("angle_to_bp_deg") or [])
-            for runs in histories.values()
-            for h in runs
-            for line in h
-        ),
-        default=0,
-    )
-    paths = [out_dir / "accuracy.png"]
-    if layer_count:
-        figure, axes = plt.subplots(1, layer_count, figsize=(4.2 * layer_count, 3.8), squeeze=False)
-        for layer in range(layer_count):
-            axis = axes[0, layer]
-            for rule, runs in histories.items():
-                axis.plot(*_mean_curve(runs, "angle_to_bp_deg", layer), label=rule, **styles[rule])
-            axis.axhline(90, color="grey", lw=0.8, ls="--")
-            axis.set(xlabel="epoch", ylabel="degrees", title=f"layer {layer + 1}: update vs BP")
-        _legend(axes[0, 0], fontsize=8, ncol=2)
-        _save(figure, out_dir / "angles.png")
-        paths.append(out_dir / "angles.png")
-    return paths
+    return plot_figures(histories, out_dir, dataset, figures=("accuracy.png", "angles.png"))
