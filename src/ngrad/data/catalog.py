@@ -25,7 +25,7 @@ from ngrad.data.idx import IDX_FILES, find_idx_file, load_idx_splits, missing_id
 from ngrad.data.paths import DATA_DIR_ENV, describe_data_dir, resolve_data_dir
 from ngrad.data.splits import DataSplits
 
-__all__ = ["N_VAL", "available_datasets", "download_dataset", "load_dataset"]
+__all__ = ["N_VAL", "available_datasets", "download_dataset", "is_embedded", "load_dataset"]
 
 PathArg = str | os.PathLike[str] | None
 
@@ -84,6 +84,11 @@ _DATASETS: dict[str, _Dataset] = {
 def available_datasets() -> dict[str, str]:
     """Return ``{name: one-line description with source and citation}`` for every dataset."""
     return {name: d.description for name, d in _DATASETS.items()}
+
+
+def is_embedded(name: str) -> bool:
+    """Whether dataset ``name`` needs no files (it ships with a package or is generated)."""
+    return name in _DATASETS and _DATASETS[name].kind == "embedded"
 
 
 def _lookup(name: str) -> _Dataset:

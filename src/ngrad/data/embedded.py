@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import random
 
 import numpy as np
@@ -45,6 +46,7 @@ def load_digits_splits(seed: int = SPLIT_SEED) -> DataSplits:
     )
 
 
+@functools.cache  # a few CPU seconds each time; every caller copies what it takes
 def _generate_mnist1d() -> dict[str, np.ndarray]:
     """Run the reference MNIST-1D generator (default arguments, seed 42) without side effects.
 

@@ -1,16 +1,26 @@
 """Train several rules on the same model, data and seeds, and tabulate them against backprop.
 
+Each rule runs with its own settings: the shared ones, then the preset for the rule (ngrad ships
+one per data set, :mod:`ngrad.train.compare_config`), then the compare configuration's table for
+the rule, then the flags given on the command line. Before the first run starts, every rule is
+built on the model with its settings and optimiser: a rule that cannot train the model (its
+``unsupported_reason``) is left out with the reason, a bad setting stops the comparison.
+
 Writes into the output directory:
-- ``runs/<rule>-seed<k>/``: each run's own outputs (as ``ngrad train`` writes them);
-- ``results.json``: one record per rule and seed (rule, dataset, seed, status and its reason,
-  test_accuracy, best_val_accuracy, epoch_time_s, time_ratio_to_bp, final per-layer angles to BP);
-- ``summary.md``: a table of mean +- std over seeds; ``accuracy.png`` and ``angles.png``.
+- ``runs/<rule>-seed<k>/``: each run's own outputs (as ``ngrad train`` writes them), with
+  ``test_correct.npy``, which test samples the run classifies correctly;
+- ``results.json``: one record per rule and seed (status, test_accuracy, best_val_accuracy,
+  cpu_time_per_step_s, time_ratio_to_bp, final per-layer angles to BP, the effective settings);
+- ``statistics.json``: the comparison's environment, the rules left out, and per rule the mean
+  test accuracy with its interval and the paired tests against backprop;
+- ``summary.md``: the statistics, the table of runs, the settings per rule, the rules left out;
+  and the figures.
 
 ``test_accuracy`` is measured at the epoch of best validation accuracy (selection never sees the
-test set). ``time_ratio_to_bp`` divides a run's mean epoch time by backprop's with the same seed;
-backprop is therefore always trained, first. Rules that cannot train the model (a rule's
-``unsupported_reason``, or a rule that does not take the model's type) are left out, each with its
-reason printed; if backprop itself cannot, the comparison is refused.
+test set). ``time_ratio_to_bp`` divides a run's CPU time per training step by backprop's with the
+same seed. ``jobs`` runs that many (rule, seed) runs at once, each in its own process; each run
+seeds its own random numbers, so the results are those of the runs one after another (at the
+same thread count per run).
 
 A comparison can be continued: running the same command again keeps the runs that finished,
 resumes the interrupted ones from their checkpoints and trains the missing ones. A directory that
@@ -19,110 +29,76 @@ holds another comparison (runs with other settings) is refused unless ``overwrit
 
 from __future__ import annotations
 
+import copy
 import dataclasses
-import json
-import statistics
+import os
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from ngrad.data import load_dataset
-from ngrad.errors import ConfigError, DivergenceError, NgradError
+from ngrad.errors import ConfigError, DivergenceError
 from ngrad.rules import available_rules, get_rule_class
-from ngrad.train import integrity
-from ngrad.train.build import build_network, unsupported_reason
+from ngrad.train.build import build_network, build_optimizer, build_rule, unsupported_reason
 from ngrad.train.checkpoint import StorageError, atomic_write_text, to_json
+from ngrad.train.compare_config import Presets, RuleSettings, rule_values
+from ngrad.train.compare_report import (
+    REFERENCE_RULE,
+    environment,
+    fill_time_ratios,
+    format_table,
+    make_record,
+    run_statistics,
+    summary_markdown,
+)
+from ngrad.train.compare_runs import (
+    COMPARE_FILES,
+    CONTINUE,
+    check_directory,
+    clear,
+    execute,
+    finished,
+)
+from ngrad.train.compare_runs import plan as plan_directory
 from ngrad.train.config import TrainConfig, make_config
 from ngrad.train.loop import prepare_output_dir, run_training
-from ngrad.train.runs import (
-    LOCK_NAME,
-    RUN_FILES,
-    RunLock,
-    is_temporary,
-    load_run_config,
-    note,
-    read_metrics,
-    remove_files,
-)
-from ngrad.train.runs import warn as _warn
+from ngrad.train.runs import RunLock, load_run_config, note
 
-__all__ = ["choose_rules", "compare_rules", "format_table"]
-
-REFERENCE_RULE = "bp"
-COMPARE_FILES = ("results.json", "summary.md", "accuracy.png", "angles.png")
-CONTINUE = "re-run the same `ngrad compare` command to continue"
+__all__ = [
+    "COMPARE_FILES",
+    "CONTINUE",
+    "RulePlan",
+    "choose_rules",
+    "compare_rules",
+    "format_table",
+    "plan_rules",
+    "usable_cores",
+]
 
 
-def _record(summary: dict[str, Any], reference_time: float | None) -> dict[str, Any]:
-    epoch_time = summary.get("epoch_time_s")
-    return {
-        "rule": summary["rule"],
-        "model": summary.get("model", "mlp"),
-        "dataset": summary["dataset"],
-        "seed": summary["seed"],
-        "status": summary["status"],
-        "status_reason": summary.get("status_reason"),
-        "test_accuracy": summary.get("test_accuracy"),
-        "best_val_accuracy": summary.get("best_val_accuracy"),
-        "best_epoch": summary.get("best_epoch"),
-        "epoch_time_s": epoch_time,
-        "time_ratio_to_bp": (
-            epoch_time / reference_time if epoch_time and reference_time else None
-        ),
-        "final_angle_to_bp_deg": summary.get("final_angle_to_bp_deg"),
-        "final_weight_alignment": summary.get("final_weight_alignment"),
-    }
+@dataclass(frozen=True)
+class RulePlan:
+    """One rule's settings in a comparison (seed 0; each seed replaces it), where the settings
+    that are not the shared ones came from, and the preset's source note."""
+
+    config: TrainConfig
+    origins: dict[str, str] = field(default_factory=dict)
+    source: str | None = None
 
 
-def _mean_std(values: Sequence[float | None]) -> str:
-    present = [v for v in values if v is not None]
-    if not present:
-        return "-"
-    if len(present) == 1:
-        return f"{present[0]:.3f}"
-    return f"{statistics.mean(present):.3f} ± {statistics.stdev(present):.3f}"
+def usable_cores() -> int:
+    """The CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return os.cpu_count() or 1
 
 
-def _statuses(records: Sequence[dict[str, Any]]) -> str:
-    counts = Counter(record["status"] for record in records)
-    if len(counts) == 1:
-        return next(iter(counts))
-    return ", ".join(f"{count} {status}" for status, count in counts.items())
-
-
-def format_table(records: Sequence[dict[str, Any]]) -> str:
-    """Markdown table: one row per rule, mean ± std over seeds, and the runs' statuses."""
-    rules = list(dict.fromkeys(record["rule"] for record in records))
-    layers = max((len(r["final_angle_to_bp_deg"] or []) for r in records), default=0)
-    header = ["rule", "seeds", "test acc", "best val acc", "time / BP"]
-    header += [f"angle L{layer + 1} (deg)" for layer in range(layers)]
-    header.append("status")
-    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for rule in rules:
-        mine = [r for r in records if r["rule"] == rule]
-        cells = [
-            rule,
-            str(len(mine)),
-            _mean_std([r["test_accuracy"] for r in mine]),
-            _mean_std([r["best_val_accuracy"] for r in mine]),
-            _mean_std([r["time_ratio_to_bp"] for r in mine]),
-        ]
-        for layer in range(layers):
-            angles = [(r["final_angle_to_bp_deg"] or [None] * layers)[layer] for r in mine]
-            cells.append(_mean_std(angles).replace(".000", ".0"))
-        cells.append(_statuses(mine))
-        rows.append("| " + " | ".join(cells) + " |")
-    return "\n".join(rows)
-
-
-def choose_rules(base: TrainConfig, rules: Sequence[str] | None) -> list[str]:
-    """The rules to compare, backprop first: ``rules`` (each named once), or with None every
-    registered rule; those that cannot train ``base``'s model are left out, with the reason
-    printed (ConfigError if backprop cannot)."""
+def _named_rules(rules: Sequence[str] | None) -> list[str]:
     if rules is None:
         chosen = available_rules()
     else:
@@ -137,11 +113,22 @@ def choose_rules(base: TrainConfig, rules: Sequence[str] | None) -> list[str]:
             )
         for name in chosen:
             get_rule_class(name)  # unknown names fail before any training
-    ordered = [REFERENCE_RULE] + [name for name in chosen if name != REFERENCE_RULE]
-    with torch.random.fork_rng(devices=[]):  # the probe's weights draw no run's random numbers
-        probe = build_network(base, load_dataset(base.data, base.data_dir, base.download))
-    kept = []
-    for name in ordered:
+    return [REFERENCE_RULE] + [name for name in chosen if name != REFERENCE_RULE]
+
+
+def _probe(base: TrainConfig):
+    """A network of ``base``'s model, built without drawing any run's random numbers."""
+    with torch.random.fork_rng(devices=[]):
+        return build_network(base, load_dataset(base.data, base.data_dir, base.download))
+
+
+def _able(
+    base: TrainConfig, names: Sequence[str], probe=None
+) -> tuple[list[str], list[tuple[str, str]]]:
+    """(rules that can train ``base``'s model, [(rule, why not)]); ConfigError if bp cannot."""
+    probe = _probe(base) if probe is None else probe
+    kept, left_out = [], []
+    for name in names:
         reason = unsupported_reason(name, probe)
         if reason is None:
             kept.append(name)
@@ -152,70 +139,105 @@ def choose_rules(base: TrainConfig, rules: Sequence[str] | None) -> list[str]:
             )
         else:
             note(f"leaving out rule {name!r}: it cannot train model {base.model!r}: {reason}")
-    return kept
+            left_out.append((name, f"cannot train model {base.model!r}: {reason}"))
+    return kept, left_out
 
 
-def _plan(config: TrainConfig, run_dir: Path, compare_dir: Path) -> str:
-    """What to do with one run's directory: "new", "done", "resume" or "restart"; NgradError if it
-    holds a run with other settings (another comparison)."""
-    present = [p for p in run_dir.iterdir() if p.name != LOCK_NAME] if run_dir.is_dir() else []
-    if not present:
-        return "new"
-    where = str(compare_dir)
-    refuse = (
-        f"{where!r} holds another comparison ({run_dir.name}: {{}}); re-run the command that made "
-        "it, choose another --out, or pass --overwrite to replace it"
-    )
+def choose_rules(base: TrainConfig, rules: Sequence[str] | None) -> list[str]:
+    """The rules to compare, backprop first: ``rules`` (each named once), or with None every
+    registered rule; those that cannot train ``base``'s model are left out, with the reason
+    printed (ConfigError if backprop cannot)."""
+    return _able(base, _named_rules(rules))[0]
+
+
+def _takes_feedback_lr(config: TrainConfig, probe) -> bool:
+    """Whether rule ``config.rule`` has learned feedback that takes its own learning rate."""
+    with torch.random.fork_rng(devices=[]):
+        rule = build_rule(dataclasses.replace(config, feedback_lr=None), copy.deepcopy(probe))
+    if not rule.feedback_parameters():
+        return False
     try:
-        saved = load_run_config(run_dir)
-    except NgradError as error:
-        raise NgradError(refuse.format(error)) from None
-    difference = integrity.identity_difference(integrity.identity(saved), config)
-    if difference:
-        key, there, here = difference
-        raise NgradError(refuse.format(f"{key} {there!r} there, {here!r} now"))
-    if saved.epochs > config.epochs:
-        raise NgradError(refuse.format(f"{saved.epochs} epochs there, {config.epochs} now"))
-    try:
-        status = json.loads((run_dir / "summary.json").read_text()).get("status")
-    except (OSError, ValueError, AttributeError):
-        status = None
-    if status == "diverged" or (
-        status in ("completed", "failed") and saved.epochs == config.epochs
-    ):
-        return "done"
-    return "resume" if (run_dir / "checkpoint.pt").is_file() else "restart"
+        rule.param_groups(1.0)
+    except ConfigError:
+        return False
+    return True
 
 
-def _finished(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The summary and history of a run finished in an earlier invocation."""
-    summary = json.loads((run_dir / "summary.json").read_text())
-    try:
-        history = read_metrics(run_dir / "metrics.jsonl", summary["epochs_completed"])
-    except (NgradError, KeyError, TypeError) as error:
-        _warn(f"{run_dir.name}: its history cannot be plotted ({error})")
-        history = []
-    return summary, history
-
-
-def _clear(out: Path) -> None:
-    """Remove an earlier comparison's outputs from ``out`` (for ``overwrite``)."""
-    remove_files(out, COMPARE_FILES)
-    runs = out / "runs"
-    if runs.is_dir():
-        for run_dir in runs.iterdir():
-            if run_dir.is_dir():
-                remove_files(run_dir, RUN_FILES)
-
-
-def _check_directory(out: Path) -> None:
-    known = {*COMPARE_FILES, "runs", LOCK_NAME}
-    strangers = [p.name for p in out.iterdir() if p.name not in known and not is_temporary(p)]
-    if strangers:
-        raise NgradError(
-            f"{str(out)!r} holds files that no comparison writes ({', '.join(strangers[:4])}): "
-            "choose another --out, or pass --overwrite to replace the comparison files in it"
+def plan_rules(
+    base: TrainConfig,
+    rules: Sequence[str] | None,
+    presets: Presets | None = None,
+    overrides: dict[str, RuleSettings] | None = None,
+    explicit: dict[str, Any] | None = None,
+) -> tuple[list[RulePlan], list[tuple[str, str]]]:
+    """Every rule's settings, each checked by building the rule and its optimiser on the model,
+    before anything trains: (plans, [(rule left out, why)]). ConfigError for a bad setting."""
+    overrides, explicit = overrides or {}, explicit or {}
+    names = _named_rules(rules)
+    unused = sorted(set(overrides) - set(names))
+    if unused:
+        note(
+            f"the compare configuration's [rules.{unused[0]}] is not used: {unused[0]!r} is "
+            "not among the compared rules"
         )
+    probe = _probe(base)
+    kept, left_out = _able(base, names, probe)
+    shared = base.to_dict()
+    plans = []
+    for name in kept:
+        preset = presets.rules.get(name) if presets is not None else None
+        override = overrides.get(name)
+        values, origins = rule_values(
+            shared | ({} if name == base.rule else {"rule_options": {}}),
+            name,
+            preset,
+            override,
+            explicit,
+        )
+        config = make_config(values | {"seed": 0}, owner=f"rule {name!r}")
+        if config.feedback_lr is not None and not _takes_feedback_lr(config, probe):
+            if origins.get("feedback_lr") in ("preset", "config"):
+                raise ConfigError(
+                    f"[rules.{name}] sets feedback_lr, but rule {name!r} has no learned feedback "
+                    "with a learning rate of its own (drop feedback_lr from its table)"
+                )
+            config = dataclasses.replace(config, feedback_lr=None)  # the shared one: not for it
+        _check_builds(config, probe)
+        source = next((t.source for t in (override, preset) if t is not None and t.source), None)
+        plans.append(RulePlan(config, origins, source))
+    return plans, left_out
+
+
+def _check_builds(config: TrainConfig, probe) -> None:
+    """Build the rule and its optimiser as a run will (ConfigError naming the rule if not)."""
+    with torch.random.fork_rng(devices=[]):
+        try:
+            rule = build_rule(config, copy.deepcopy(probe))
+            optimizer = build_optimizer(config, rule)
+            rule.check_optimizer(optimizer)
+        except ConfigError as error:
+            raise ConfigError(f"rule {config.rule!r} with its settings: {error}") from None
+
+
+def resolve_parallelism(base: TrainConfig, jobs: int, runs: int) -> tuple[int, int]:
+    """(runs at once, threads per run): ``jobs`` (0: every usable core on the embedded data
+    sets, else 1) and ``base.threads`` (0: 1 on the embedded data sets, else the cores shared
+    out among the jobs), so that jobs x threads stays within the cores unless both are given."""
+    from ngrad.data.catalog import is_embedded
+
+    cores, small = usable_cores(), is_embedded(base.data)
+    if jobs < 0:
+        raise ConfigError(f"--jobs must be >= 0 (0: choose), got {jobs}")
+    if jobs == 0:
+        jobs = cores if small else 1
+    jobs = max(1, min(jobs, runs))
+    threads = base.threads or (1 if small else max(1, cores // jobs))
+    if jobs * threads > cores:
+        note(
+            f"{jobs} parallel runs x {threads} threads exceed the {cores} usable cores: runs "
+            "will slow each other down (lower --jobs or --threads)"
+        )
+    return jobs, threads
 
 
 def compare_rules(
@@ -225,67 +247,86 @@ def compare_rules(
     out_dir: str | Path,
     progress: bool = True,
     overwrite: bool = False,
+    *,
+    presets: Presets | None = None,
+    overrides: dict[str, RuleSettings] | None = None,
+    explicit: dict[str, Any] | None = None,
+    jobs: int = 1,
 ) -> list[dict[str, Any]]:
-    """Train each rule for each seed (0..seeds-1) with ``base``'s settings; returns the records.
-    Runs already finished in ``out_dir`` by the same comparison are kept, interrupted ones
-    resumed; ``overwrite`` replaces a comparison with other settings."""
+    """Train each rule for each seed (0..seeds-1) with its settings (``base``'s, the ``presets``'
+    table for the rule, ``overrides``' table, then ``explicit``: the flags a user gave); returns
+    the records. Runs already finished in ``out_dir`` by the same comparison are kept,
+    interrupted ones resumed; ``overwrite`` replaces a comparison with other settings. ``jobs``
+    runs at once in separate processes (0: choose by the cores)."""
     out = Path(out_dir)
-    ordered = choose_rules(base, rules)
-    jobs = []
+    plans, left_out = plan_rules(base, rules, presets, overrides, explicit)
+    jobs, threads = resolve_parallelism(base, jobs, len(plans) * seeds)
+    runs = []
     for seed in range(seeds):
-        for name in ordered:
-            values = base.to_dict() | {"rule": name, "seed": seed}
-            if name != base.rule:
-                values["rule_options"] = {}
-            jobs.append((make_config(values), out / "runs" / f"{name}-seed{seed}"))
+        for plan in plans:
+            config = dataclasses.replace(plan.config, seed=seed, threads=threads)
+            runs.append((config, out / "runs" / f"{config.rule}-seed{seed}", plan))
     prepare_output_dir(out)
     with RunLock(out):
         if overwrite:
-            _clear(out)
+            clear(out)
         else:
-            _check_directory(out)
-        plans = [_plan(config, run_dir, out) for config, run_dir in jobs]  # before any write
-        return _compare(base, seeds, out, jobs, plans, progress)
+            check_directory(out)
+        # every directory checked before any is written
+        todo = [plan_directory(config, run_dir, out) for config, run_dir, _ in runs]
+        context = {
+            "environment": environment(base, jobs, threads),
+            "presets": presets.origin if presets is not None else "none (shared settings only)",
+            "left_out": [{"rule": name, "reason": reason} for name, reason in left_out],
+        }
+        outcomes = execute(runs, todo, out, jobs, progress, _one_run)
+        return _report(base, seeds, out, runs, outcomes, plans, left_out, context)
 
 
-def _compare(base, seeds, out, jobs, plans, progress) -> list[dict[str, Any]]:
-    records: list[dict[str, Any]] = []
-    histories: dict[str, list[list[dict[str, Any]]]] = {}
-    reference_time: dict[int, float | None] = {}
-    with tqdm(total=len(jobs), desc="compare", unit="run", disable=not progress) as bar:
-        for (config, run_dir), plan in zip(jobs, plans, strict=True):
-            bar.set_postfix(rule=config.rule, seed=config.seed)
-            try:
-                summary, history = _one_run(config, run_dir, plan, progress)
-            except KeyboardInterrupt:
-                atomic_write_text(out / "results.json", to_json(records))
-                raise KeyboardInterrupt(
-                    f"{CONTINUE}: finished runs are kept, the interrupted one resumes"
-                ) from None
-            except StorageError as error:
-                hint = f"free some space, then {CONTINUE}"
-                raise StorageError(error.path, error.reason, hint) from None
-            if config.rule == REFERENCE_RULE:
-                reference_time[config.seed] = summary.get("epoch_time_s")
-            records.append(_record(summary, reference_time.get(config.seed)))
-            histories.setdefault(config.rule, []).append(history)
-            atomic_write_text(out / "results.json", to_json(records))
-            bar.update(1)
-    table = format_table(records)
-    atomic_write_text(out / "summary.md", _summary_markdown(base, seeds, table))
-    from ngrad.plots.training import plot_comparison
-
-    plot_comparison({k: v for k, v in histories.items() if any(v)}, out, base.data)
+def _report(base, seeds, out, runs, outcomes, plans, left_out, context) -> list[dict[str, Any]]:
+    records, histories = [], {}
+    for (config, _, plan), (summary, history) in zip(runs, outcomes, strict=True):
+        records.append(make_record(summary, config, plan.origins, plan.source))
+        histories.setdefault(config.rule, []).append(history)
+    fill_time_ratios(records)
+    atomic_write_text(out / "results.json", to_json(records))
+    rows = run_statistics(records, [run_dir for _, run_dir, _ in runs])
+    tests = {row.rule: row.mcnemar for row in rows or []}
+    for record in records:  # the exact McNemar test of the run against bp's run, same seed
+        per_seed = tests.get(record["rule"], ())
+        found = per_seed[record["seed"]] if record["seed"] < len(per_seed) else None
+        record["mcnemar_vs_bp"] = dataclasses.asdict(found) if found is not None else None
+    atomic_write_text(out / "results.json", to_json(records))
+    context = context | {
+        "statistics": [row.as_record() for row in rows] if rows is not None else None
+    }
+    atomic_write_text(out / "statistics.json", to_json(context))
+    text = summary_markdown(base, seeds, records, plans, left_out, rows, context)
+    atomic_write_text(out / "summary.md", text)
+    _plot(base, seeds, out, histories, rows)
     return records
+
+
+def _plot(base: TrainConfig, seeds: int, out: Path, histories, rows) -> None:
+    drawn = {rule: runs for rule, runs in histories.items() if any(runs)}
+    try:
+        from ngrad.plots.comparison import plot_comparison
+    except ImportError:  # pragma: no cover - the comparison figures' module is optional here
+        from ngrad.plots.training import plot_comparison as plain
+
+        plain(drawn, out, base.data)
+        return
+    budget = f"{base.epochs} epochs, {seeds} seed(s)"
+    plot_comparison(drawn, out, base.data, model=base.model, budget=budget, statistics=rows)
 
 
 def _one_run(config: TrainConfig, run_dir: Path, plan: str, progress: bool):
     if plan == "done":
-        return _finished(run_dir)
+        return finished(run_dir)
     try:
         if plan == "resume":
             saved = load_run_config(run_dir)
-            resumed = dataclasses.replace(saved, epochs=config.epochs)
+            resumed = dataclasses.replace(saved, epochs=config.epochs)  # its own threads
             result = run_training(resumed, run_dir, resume=True, progress=progress)
         else:
             result = run_training(config, run_dir, overwrite=True, progress=progress)
@@ -294,7 +335,7 @@ def _one_run(config: TrainConfig, run_dir: Path, plan: str, progress: bool):
         raise
     except DivergenceError as error:
         try:
-            return _finished(run_dir)  # its summary.json says where, with the numbers so far
+            return finished(run_dir)  # its summary.json says where, with the numbers so far
         except (OSError, ValueError, KeyError):
             return _failed_summary(config, error) | {"status": "diverged"}, []
     except Exception as error:  # one failing rule must not lose the others' results
@@ -310,19 +351,3 @@ def _failed_summary(config: TrainConfig, error: Exception) -> dict[str, Any]:
         "dataset": config.data,
         "seed": config.seed,
     }
-
-
-def _summary_markdown(base: TrainConfig, seeds: int, table: str) -> str:
-    settings = {
-        key: value
-        for key, value in dataclasses.asdict(base).items()
-        if key not in {"rule", "seed", "rule_options", "data_dir", "download", "tensorboard"}
-    }
-    described = ", ".join(f"{key}={value}" for key, value in settings.items())
-    return (
-        f"# ngrad compare on {base.data}\n\n{seeds} seed(s); {described}.\n\n"
-        "test acc: at the epoch of best validation accuracy. time / BP: mean epoch time divided "
-        "by backprop's (same seed). angle: final update angle to BP per layer. status: "
-        "completed, or diverged / failed / error (see each run's summary.json).\n\n"
-        f"{table}\n"
-    )
