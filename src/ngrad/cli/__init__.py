@@ -1,6 +1,6 @@
-"""The ``ngrad`` command: list, train, compare, check, and the analyses of trained runs.
+"""The ``ngrad`` command: list, train, compare, tune, check, and the analyses of trained runs.
 
-One module per command (``listing``, ``train``, ``compare``, ``check``, ``inspect``,
+One module per command (``listing``, ``train``, ``compare``, ``tune``, ``check``, ``inspect``,
 ``similarity``), each with its flags and the function that runs it; :mod:`ngrad.cli.parser` builds
 the parser and turns every failure a user can cause into one line ``ngrad: error: ...`` with exit
 code 2 (usage) or 1 (run failure).
