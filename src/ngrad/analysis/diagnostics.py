@@ -10,21 +10,24 @@ Anything that fills ``.grad`` can be compared, so every function here works for 
 - **Weight alignment**: the angle between vec(W_l) and vec(B_l^T), and |B| / |W|.
 - **Error size across depth**: RMS of backprop's dL/da_l and of the rule's error signal per layer.
 
-Measurements run on a deep copy of the rule with the random-number state restored afterwards, so
-measuring never changes what training does.
+Measurements step the rule itself and then put back everything a step may change (parameters,
+buffers, ``.grad``, feedback drawn lazily), with the random-number state of the CPU and of the
+rule's CUDA devices restored afterwards, so measuring never changes what training does (and copies
+only the rule's tensors, not the whole rule, once per measurement).
 
 On a general ``torch.nn.Module`` (a rule that converts one, docs/feedback_alignment.md) the layers
 are its nn.Linear and nn.Conv1d/2d/3d (``ngrad.rules.base.model_layers``): ``layer_names`` gives
 each one's weight by its qualified name, the per-layer lists follow that order, the errors are those
 at each layer's output (dL/dy, before whatever follows it), and ``weight_alignment`` names each
-feedback matrix's forward weight. Backprop's reference there runs on a copy of the model, so batch
-norm's running statistics are not touched.
+feedback matrix's forward weight. Batch norm's running statistics are restored after the
+measurement like every other buffer.
 """
 
 from __future__ import annotations
 
-import copy
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor
@@ -37,7 +40,7 @@ from ngrad.rules.reference import (
     BackpropReference,
     angles_to_backprop,
     backprop_reference,
-    rule_step_on_copy,
+    forked_rng,
 )
 
 __all__ = [
@@ -46,6 +49,7 @@ __all__ = [
     "angles_to_backprop",
     "backprop_reference",
     "measure",
+    "restored",
     "weight_alignment",
 ]
 
@@ -74,12 +78,33 @@ def _angle(update: Tensor | None, gradient: Tensor | None) -> float:
     return math.nan if update is None or gradient is None else angle_degrees(update, gradient)
 
 
-def _measure_module(rule: LearningRule, inputs: Tensor, targets: Tensor, twin, record) -> dict:
-    with torch.random.fork_rng(devices=[]):
-        reference = module_backprop_reference(
-            copy.deepcopy(rule.network), rule.loss, inputs, targets
-        )
-    updates = [module.weight.grad for _, module in model_layers(twin.network)]
+@contextmanager
+def restored(rule: LearningRule) -> Iterator[None]:
+    """Whatever a step of ``rule`` changes inside the block is put back on exit: its parameters and
+    buffers (values restored in place, so optimisers keep their references), each parameter's
+    ``.grad``, and buffers that were still unset (feedback drawn on first use)."""
+    saved = {name: value.clone() for name, value in rule.state_dict().items()}
+    gradients = [(parameter, parameter.grad) for parameter in rule.parameters()]
+    unset = [
+        (module, name)
+        for module in rule.modules()
+        for name, buffer in module._buffers.items()
+        if buffer is None
+    ]
+    try:
+        yield
+    finally:
+        for module, name in unset:
+            module._buffers[name] = None
+        rule.load_state_dict(saved)
+        for parameter, gradient in gradients:
+            parameter.grad = gradient
+
+
+def _measure_module(rule: LearningRule, inputs: Tensor, targets: Tensor, record) -> dict:
+    with forked_rng(rule, inputs):
+        reference = module_backprop_reference(rule.network, rule.loss, inputs, targets)
+    updates = [module.weight.grad for _, module in model_layers(rule.network)]
     result: dict[str, list] = {
         "layer_names": list(reference.names),
         "angle_to_bp_deg": [
@@ -98,16 +123,11 @@ def _measure_module(rule: LearningRule, inputs: Tensor, targets: Tensor, twin, r
     return result
 
 
-def measure(rule: LearningRule, inputs: Tensor, targets: Tensor) -> dict[str, list]:
-    """All per-layer diagnostics on one batch, JSON-ready (NaN becomes None)."""
-    twin, record = rule_step_on_copy(rule, inputs, targets)
-    if not isinstance(rule.network, Network):
-        result = _measure_module(rule, inputs, targets, twin, record)
-        return _with_rule_specific(result, rule, inputs, targets, twin, record)
+def _measure_network(rule: LearningRule, inputs: Tensor, targets: Tensor, record) -> dict:
     reference = backprop_reference(rule.network, rule.loss, inputs, targets)
     update_angles = [
         angle_degrees(layer.weight.grad, gradient) if layer.weight.grad is not None else math.nan
-        for layer, gradient in zip(twin.network.layers, reference.weight_gradients, strict=True)
+        for layer, gradient in zip(rule.network.layers, reference.weight_gradients, strict=True)
     ]
     result: dict[str, list] = {
         "angle_to_bp_deg": [nan_to_none(a) for a in update_angles],
@@ -119,17 +139,26 @@ def measure(rule: LearningRule, inputs: Tensor, targets: Tensor) -> dict[str, li
             for mine, true in zip(record.layer_errors, reference.errors, strict=True)
         ]
         result["rule_error_rms"] = [root_mean_square(e) for e in record.layer_errors]
-    return _with_rule_specific(result, rule, inputs, targets, twin, record)
+    return result
 
 
-def _with_rule_specific(result, rule, inputs, targets, twin, record) -> dict[str, list]:
-    """``result`` plus the rule's own measurements and the weight alignment."""
-    rule_specific: dict[str, object] = {**record.scalars, **record.series}
-    with torch.random.fork_rng(devices=[]):
-        rule_specific.update(twin.diagnose(inputs, targets))
-    if rule_specific:
-        result["rule_diagnostics"] = json_ready(rule_specific)
-    alignment = weight_alignment(rule)
+def measure(rule: LearningRule, inputs: Tensor, targets: Tensor) -> dict[str, list]:
+    """All per-layer diagnostics on one batch, JSON-ready (NaN becomes None). The rule takes one
+    step on the batch and is then restored (:func:`restored`), random state included."""
+    with restored(rule):
+        with forked_rng(rule, inputs):
+            record = rule.backward(inputs, targets)
+        if isinstance(rule.network, Network):
+            result = _measure_network(rule, inputs, targets, record)
+        else:
+            result = _measure_module(rule, inputs, targets, record)
+        rule_specific: dict[str, object] = {**record.scalars, **record.series}
+        with forked_rng(rule, inputs):
+            rule_specific.update(rule.diagnose(inputs, targets))
+        if rule_specific:
+            result["rule_diagnostics"] = json_ready(rule_specific)
+    with forked_rng(rule, inputs):  # feedback redrawn per batch (brsf) draws here too
+        alignment = weight_alignment(rule)
     if alignment:
         result["weight_alignment"] = [
             {

@@ -9,6 +9,12 @@ Training order: every pass over the training split draws one permutation
 ``torch.randperm(n, generator=generator)`` and cuts it into batches of ``batch_size`` (the last
 one smaller), the order ngrad has always trained in; so a seeded generator gives the same batches
 on every run, and restoring the generator's state (a checkpoint) continues the same sequence.
+
+Data-parallel training (``rank`` and ``world`` of :func:`training_batches`): every process draws
+the same permutation and cuts the same global batches, then keeps its own contiguous share of
+each, ``batch_size / world`` samples, so the union over the processes of one step's samples is
+the batch one process would train on. A final batch that does not split evenly loses its last
+``len % world`` samples (at most ``world - 1`` per pass).
 """
 
 from __future__ import annotations
@@ -19,7 +25,14 @@ import torch
 from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, SequentialSampler
 
-__all__ = ["EVALUATION_BATCH", "BatchedTensors", "EpochPermutation", "batches", "training_batches"]
+__all__ = [
+    "EVALUATION_BATCH",
+    "BatchedTensors",
+    "EpochPermutation",
+    "ShardedBatches",
+    "batches",
+    "training_batches",
+]
 
 EVALUATION_BATCH = 2048
 """Samples per forward pass when a split is evaluated (no gradients, so large)."""
@@ -56,10 +69,31 @@ class EpochPermutation(Sampler[int]):
         return iter(torch.randperm(self.size, generator=self.generator).tolist())
 
 
-def _loader(data: BatchedTensors, sampler: Sampler[int], batch_size: int, pin: bool) -> DataLoader:
+class ShardedBatches(Sampler[list[int]]):
+    """Process ``rank``'s share of each batch of ``batches``: of every batch, cut to a multiple
+    of ``world`` samples, the ``rank``-th of ``world`` equal contiguous parts (a batch of fewer
+    than ``world`` samples is skipped)."""
+
+    def __init__(self, batches: BatchSampler, rank: int, world: int) -> None:
+        if not 0 <= rank < world:
+            raise ValueError(f"rank {rank} is not one of the {world} processes")
+        self.batches, self.rank, self.world = batches, rank, world
+
+    def __len__(self) -> int:
+        size, batch = len(self.batches.sampler), self.batches.batch_size
+        return size // batch + (size % batch >= self.world)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in self.batches:
+            share = len(batch) // self.world
+            if share:
+                yield batch[self.rank * share : (self.rank + 1) * share]
+
+
+def _loader(data: BatchedTensors, batch_sampler: Sampler[list[int]], pin: bool) -> DataLoader:
     return DataLoader(
         data,
-        sampler=BatchSampler(sampler, batch_size, drop_last=False),
+        sampler=batch_sampler,
         batch_size=None,  # the sampler yields whole batches of indices
         num_workers=0,
         pin_memory=pin,
@@ -75,10 +109,16 @@ def training_batches(
     batch_size: int,
     generator: torch.Generator,
     pin_memory: bool = False,
+    rank: int = 0,
+    world: int = 1,
 ) -> DataLoader:
-    """Shuffled batches of (inputs, labels), a new order drawn from ``generator`` every pass."""
+    """Shuffled batches of (inputs, labels), a new order drawn from ``generator`` every pass;
+    with ``world`` > 1, process ``rank``'s share of each (``batch_size`` is the global batch)."""
     data = BatchedTensors(inputs, targets)
-    return _loader(data, EpochPermutation(len(data), generator), batch_size, pin_memory)
+    order = BatchSampler(EpochPermutation(len(data), generator), batch_size, drop_last=False)
+    if world > 1:
+        return _loader(data, ShardedBatches(order, rank, world), pin_memory)
+    return _loader(data, order, pin_memory)
 
 
 def batches(
@@ -86,4 +126,5 @@ def batches(
 ) -> DataLoader:
     """Batches of (inputs, labels) in order (for evaluation)."""
     data = BatchedTensors(inputs, targets)
-    return _loader(data, SequentialSampler(data), batch_size, pin_memory)
+    order = BatchSampler(SequentialSampler(data), batch_size, drop_last=False)
+    return _loader(data, order, pin_memory)

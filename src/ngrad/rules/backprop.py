@@ -21,6 +21,7 @@ from torch import Tensor
 from ngrad.nn.network import Network
 from ngrad.nn.validation import check_label_range
 from ngrad.rules.base import LearningRule, StepRecord, assign_gradients, write_layer_update
+from ngrad.search_space import tunable
 
 __all__ = ["Backprop"]
 
@@ -30,6 +31,9 @@ class Backprop(LearningRule):
     summary = "backpropagation via autograd (the reference)"
     citation = "Rumelhart, Hinton & Williams 1986, Nature 323:533"
     trains_modules = True  # any nn.Module: autograd's gradient of every trained parameter
+    search_space = tunable()  # only the shared settings (learning rate, momentum, decay)
+    supports_mixed_precision = True
+    scales_with_loss = True
 
     def backward(self, inputs: Tensor, targets: Tensor) -> StepRecord:
         if not isinstance(self.network, Network):

@@ -25,7 +25,8 @@ from __future__ import annotations
 import functools
 import inspect
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -41,6 +42,7 @@ from ngrad.options import build_options, options_as_dict
 
 __all__ = [
     "LAYER_TYPES",
+    "BatchShard",
     "FeedbackPair",
     "LearningRule",
     "NoOptions",
@@ -48,7 +50,9 @@ __all__ = [
     "assign_gradient",
     "assign_gradients",
     "check_network",
+    "draw_for_batch",
     "model_layers",
+    "sharded_step",
     "write_layer_update",
 ]
 
@@ -70,7 +74,8 @@ class StepRecord:
     ``series`` rule-specific sequences; the trainer logs those of one step on the diagnostics
     batch each epoch (taken on a copy of the rule), so keep them cheap: name a per-layer list
     ``<quantity>_by_layer`` and a per-relaxation-step one ``<quantity>_by_step`` and
-    ``ngrad train`` plots it.
+    ``ngrad train`` plots it. Numbers may be 0-d tensors: they are read only when logged, so a
+    training step never waits for the device to report them.
     """
 
     loss: Tensor
@@ -92,6 +97,48 @@ class FeedbackPair:
     feedback: Tensor
     forward: Tensor
     name: str = ""
+
+
+@dataclass(frozen=True)
+class BatchShard:
+    """This process's share of a data-parallel training step: samples ``offset`` to ``offset +
+    size - 1`` of a global batch of ``total`` samples, and ``average``, which averages tensors in
+    place over all the processes (see docs/distributed.md)."""
+
+    offset: int
+    size: int
+    total: int
+    average: Callable[[Sequence[Tensor]], None]
+
+
+_BATCH_SHARD: ContextVar[BatchShard | None] = ContextVar("ngrad_batch_shard", default=None)
+
+
+@contextmanager
+def sharded_step(shard: BatchShard | None) -> Iterator[None]:
+    """Run the rule's calls in this block as one process's share of a data-parallel step (None:
+    the whole batch is here, nothing is shared); the training loop opens it around ``backward``."""
+    token = _BATCH_SHARD.set(shard)
+    try:
+        yield
+    finally:
+        _BATCH_SHARD.reset(token)
+
+
+def draw_for_batch(draw: Callable[[int], Tensor], count: int) -> Tensor:
+    """A random draw with one row per sample of this process's batch of ``count`` samples:
+    ``draw(count)``, except in a data-parallel step, where every process draws for the whole
+    global batch (the same numbers everywhere) and keeps its own rows, so the draws equal those of
+    one process training on the whole batch."""
+    shard = _BATCH_SHARD.get()
+    if shard is None:
+        return draw(count)
+    if count != shard.size:
+        raise ValueError(
+            f"draw_for_batch draws one row per sample: {count} rows asked for, but this process "
+            f"holds {shard.size} samples of the batch"
+        )
+    return draw(shard.total)[shard.offset : shard.offset + count]
 
 
 _INSIDE_CHECKED_CALL: ContextVar[bool] = ContextVar("ngrad_inside_checked_call", default=False)
@@ -188,6 +235,14 @@ class LearningRule(nn.Module, ABC):
     trains_modules: ClassVar[bool] = False
     """Whether the rule trains any ``torch.nn.Module``, not only ngrad Networks; every other rule
     refuses a general module through ``unsupported_reason``."""
+    supports_mixed_precision: ClassVar[bool] = False
+    """Whether ``backward`` may run under autocast (``ngrad train --precision bf16``); relaxation
+    and compartmental dynamics are not verified there."""
+    scales_with_loss: ClassVar[bool] = False
+    """Whether every update the rule writes is linear in the loss's gradient, so that scaling the
+    loss by S scales the update by S: float16 training (``--precision fp16``) needs it, as its loss
+    scaling divides the update by S again. Not so where a feedback pathway learns from something
+    else than the loss (e.g. noise) or decays."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -278,6 +333,15 @@ class LearningRule(nn.Module, ABC):
         them (e.g. Kolen-Pollack needs the same SGD step on W and B); called by the training loop
         right after it builds the optimiser. Any optimiser is fine by default."""
 
+    def reduce_gradients(self, gradients: Iterable[Tensor]) -> None:
+        """Average ``gradients`` in place over the processes of a data-parallel step (nothing in
+        one process). A rule that steps parameters itself inside ``backward`` (an internal
+        optimisation loop) calls it on each step's updates before applying them, so every process
+        applies the same step; the ``.grad`` that ``backward`` leaves is averaged by the trainer."""
+        shard = _BATCH_SHARD.get()
+        if shard is not None:
+            shard.average(list(gradients))
+
     def describe(self) -> dict[str, Any]:
         return {"rule": self.name, "loss": self.loss.name, "options": options_as_dict(self.options)}
 
@@ -297,15 +361,16 @@ LearningRule.unsupported_reason = classmethod(  # type: ignore[method-assign]
 
 
 def assign_gradient(parameter: Tensor, update: Tensor) -> None:
-    """Write ``update`` into ``parameter.grad`` (overwriting, never accumulating)."""
-    parameter.grad = update.detach()
+    """Write ``update`` into ``parameter.grad`` (overwriting, never accumulating), in the
+    parameter's dtype (an update computed under autocast may be bf16/fp16)."""
+    parameter.grad = update.detach().to(parameter.dtype)
 
 
 def assign_gradients(parameters: Sequence[Tensor], updates: Sequence[Tensor | None]) -> None:
     """Write each update into its parameter's ``.grad``; None clears it (a parameter the batch did
     not reach gets no stale update)."""
     for parameter, update in zip(parameters, updates, strict=True):
-        parameter.grad = None if update is None else update.detach()
+        parameter.grad = None if update is None else update.detach().to(parameter.dtype)
 
 
 def write_layer_update(layer: Layer, weight_update: Tensor, bias_update: Tensor | None) -> None:

@@ -9,17 +9,26 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ngrad.nn.losses import Loss
 from ngrad.nn.network import Network
 from ngrad.numeric import angle_degrees
 from ngrad.rules.base import LearningRule, StepRecord
 
-__all__ = ["BackpropReference", "angles_to_backprop", "backprop_reference", "rule_step_on_copy"]
+__all__ = [
+    "BackpropReference",
+    "angles_to_backprop",
+    "backprop_reference",
+    "cuda_devices",
+    "forked_rng",
+    "rule_step_on_copy",
+]
 
 
 @dataclass(frozen=True)
@@ -46,11 +55,29 @@ def backprop_reference(
     )
 
 
+def cuda_devices(*items: nn.Module | Tensor) -> list[int]:
+    """The indices of the CUDA devices that ``items`` live on (a module: its parameters and
+    buffers)."""
+    found: set[int] = set()
+    for item in items:
+        tensors = [*item.parameters(), *item.buffers()] if isinstance(item, nn.Module) else [item]
+        found.update(t.device.index or 0 for t in tensors if t.device.type == "cuda")
+    return sorted(found)
+
+
+@contextmanager
+def forked_rng(*items: nn.Module | Tensor) -> Iterator[None]:
+    """Random numbers drawn inside the block leave the random state of the CPU, and of every CUDA
+    device that ``items`` live on, as it was: measuring never changes what training draws."""
+    with torch.random.fork_rng(devices=cuda_devices(*items)):
+        yield
+
+
 def rule_step_on_copy(
     rule: LearningRule, inputs: Tensor, targets: Tensor
 ) -> tuple[LearningRule, StepRecord]:
     """One ``backward`` on a deep copy of ``rule``, with the random state restored afterwards."""
-    with torch.random.fork_rng(devices=[]):
+    with forked_rng(rule, inputs):
         twin = copy.deepcopy(rule)
         record = twin.backward(inputs, targets)
     return twin, record

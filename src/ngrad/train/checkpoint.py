@@ -8,6 +8,10 @@ the mode the user's umask allows (0644 under the usual 022), like any other file
 
 A failed write names its cause (``No space left on device``, ``Disk quota exceeded``, ...) in a
 :class:`StorageError` instead of torch's internal messages.
+
+:func:`random_state` and :func:`restore_random_state` carry the random-number state of the CPU and
+of every CUDA device through a checkpoint, so a resumed run draws what the uninterrupted run would
+have drawn, on a GPU too.
 """
 
 from __future__ import annotations
@@ -32,6 +36,9 @@ __all__ = [
     "append_line",
     "atomic_write_text",
     "load_checkpoint",
+    "random_state",
+    "restore_random_state",
+    "save_array",
     "save_checkpoint",
     "to_json",
 ]
@@ -125,6 +132,13 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     _atomic_replace(Path(path), lambda stream: torch.save(state, stream))
 
 
+def save_array(path: str | Path, array: Any) -> None:
+    """numpy.save ``array`` to ``path`` atomically (StorageError names a failed write)."""
+    import numpy as np
+
+    _atomic_replace(Path(path), lambda stream: np.save(stream, array, allow_pickle=False))
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Replace ``path`` with ``text`` atomically (StorageError names a failed write)."""
     _atomic_replace(Path(path), lambda stream: stream.write(text.encode()))
@@ -188,3 +202,23 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(state, dict):
         raise NgradError(f"checkpoint {str(path)!r} does not hold a state dictionary")
     return state
+
+
+def random_state() -> dict[str, Any]:
+    """The global random-number state: ``torch_rng`` (the CPU's) and, once CUDA is in use,
+    ``cuda_rng`` (a list: each CUDA device's, in device order), all CPU byte tensors."""
+    state: dict[str, Any] = {"torch_rng": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda_rng"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_random_state(state: dict[str, Any]) -> None:
+    """Set what :func:`random_state` saved (tensors on any device: a checkpoint loaded with
+    ``map_location="cuda"`` has them there). CUDA states are set for the devices present; a run
+    resumed without CUDA has none to set."""
+    torch.set_rng_state(state["torch_rng"].cpu())
+    saved = state.get("cuda_rng") or []
+    if saved and torch.cuda.is_available():
+        for index, device_state in enumerate(saved[: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(device_state.cpu(), index)

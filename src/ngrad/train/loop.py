@@ -16,6 +16,10 @@
 
 The directory is locked while the run writes to it, and a new run refuses a directory that holds
 files unless ``overwrite`` is set. docs/runs.md describes the directory, resuming and the statuses.
+
+Launched by ``torchrun``, every process trains its share of each batch
+(:mod:`ngrad.train.distributed`); rank 0 alone writes the directory, and the others read a
+resumed run's checkpoint.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from ngrad.errors import ConfigError, DivergenceError, NgradError
-from ngrad.train import integrity
+from ngrad.train import distributed, integrity
 from ngrad.train.checkpoint import (
     StorageError,
     atomic_write_text,
@@ -138,6 +142,10 @@ def run_training(
     Returns the result whatever the verdict (``summary["status"]``); raises DivergenceError on a
     non-finite loss, NgradError on unusable run files, StorageError when a write fails."""
     out = Path(out_dir) if out_dir is not None else None
+    distributed.setup(config.device)
+    distributed.check_batch_size(config.batch_size)
+    if not distributed.is_main_process():  # rank 0 writes; the others only train with it
+        return _execute(_follower(config, out, resume), False, None)
     if out is None:
         if resume:
             raise ConfigError("resuming needs the run's output directory")
@@ -160,6 +168,17 @@ def run_training(
                 "training had not started; run the same command again"
             ) from None
         return _execute(run, progress, on_epoch)
+
+
+def _follower(config: TrainConfig, out: Path | None, resume: bool) -> TrainingSession:
+    """The session of a process other than rank 0: it writes nothing, and on resume reads the
+    checkpoint rank 0 resumes from (on several machines, the run directory must be shared)."""
+    run = TrainingSession(config, None)
+    if resume and out is not None:
+        checkpoint = out / "checkpoint.pt"
+        run.restore(load_checkpoint(checkpoint, map_location=run.device), checkpoint)
+        run.history = read_metrics(out / "metrics.jsonl", run.epoch)
+    return run
 
 
 def _execute(run: TrainingSession, progress: bool, on_epoch) -> RunResult:

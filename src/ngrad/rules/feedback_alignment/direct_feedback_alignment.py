@@ -41,6 +41,7 @@ from ngrad.rules.feedback_alignment.modules import (
     conversion_refusal,
 )
 from ngrad.rules.layerwise import hidden_error, output_error, write_layer_gradients
+from ngrad.search_space import LogUniform, tunable
 
 __all__ = ["DirectFeedbackAlignment"]
 
@@ -59,7 +60,10 @@ class DirectFeedbackAlignment(LearningRule):
     summary = "direct feedback alignment: the output error reaches each hidden layer via fixed B_l"
     citation = "Nokland 2016, NeurIPS"
     Options = DirectFeedbackAlignmentOptions
+    search_space = tunable(scale=LogUniform(0.1, 10.0))
     trains_modules = True
+    supports_mixed_precision = True
+    scales_with_loss = True
 
     def __init__(self, network: nn.Module, loss="cross_entropy", **options) -> None:
         super().__init__(network, loss, **options)

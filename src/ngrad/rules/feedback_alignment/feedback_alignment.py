@@ -25,6 +25,7 @@ from ngrad.nn.init import Init
 from ngrad.options import check_bounds
 from ngrad.rules.feedback import random_feedback
 from ngrad.rules.layerwise import FeedbackPathwayRule
+from ngrad.search_space import LogUniform, tunable
 
 __all__ = ["FeedbackAlignment"]
 
@@ -43,6 +44,7 @@ class FeedbackAlignment(FeedbackPathwayRule):
     summary = "feedback alignment: errors sent down through fixed random matrices B"
     citation = "Lillicrap et al. 2016, Nat. Commun. 7:13276"
     Options = FeedbackAlignmentOptions
+    search_space = tunable(scale=LogUniform(0.1, 10.0))
 
     def __init__(self, network: nn.Module, loss="cross_entropy", **options) -> None:
         super().__init__(network, loss, **options)

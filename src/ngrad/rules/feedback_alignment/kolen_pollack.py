@@ -38,6 +38,7 @@ from ngrad.nn.init import Init
 from ngrad.options import check_bounds
 from ngrad.rules.base import assign_gradient
 from ngrad.rules.layerwise import LearnedFeedbackRule
+from ngrad.search_space import LogUniform, tunable
 
 __all__ = ["KolenPollack", "step_settings_mismatch"]
 
@@ -81,6 +82,8 @@ class KolenPollack(LearnedFeedbackRule):
     summary = "Kolen-Pollack: feedback learns the transposed forward update; B - W^T decays"
     citation = "Kolen & Pollack 1994, ICNN; Akrout et al. 2019, NeurIPS"
     Options = KolenPollackOptions
+    scales_with_loss = False  # the feedback's decay does not scale with the loss
+    search_space = tunable(weight_decay=LogUniform(1e-5, 1e-2))
 
     def forward_weight_decay(self) -> float:
         return self.options.weight_decay

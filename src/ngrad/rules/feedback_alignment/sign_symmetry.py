@@ -45,6 +45,7 @@ from ngrad.numeric import root_mean_square
 from ngrad.rules.feedback import FeedbackBuffers
 from ngrad.rules.layerwise import FeedbackPathwayRule
 from ngrad.rules.noise import uniform_levels
+from ngrad.search_space import tunable
 
 __all__ = ["BatchRandomSignSymmetry", "FixedRandomSignSymmetry", "UniformSignSymmetry"]
 
@@ -55,6 +56,7 @@ class SignSymmetry(FeedbackPathwayRule):
     """Feedback sign(W) o magnitude; subclasses choose the magnitude from ``weight_scales``."""
 
     summary: ClassVar[str]
+    search_space = tunable()  # usf, brsf and frsf have no options
 
     def __init__(self, network: nn.Module, loss="cross_entropy", **options) -> None:
         super().__init__(network, loss, **options)

@@ -35,9 +35,10 @@ from torch import Tensor
 
 from ngrad.nn.init import Init
 from ngrad.options import check_bounds
-from ngrad.rules.base import assign_gradient
+from ngrad.rules.base import assign_gradient, draw_for_batch
 from ngrad.rules.layerwise import LearnedFeedbackRule
 from ngrad.rules.noise import NoiseDistribution, rademacher
+from ngrad.search_space import LogUniform, tunable
 
 __all__ = ["WeightMirror"]
 
@@ -59,6 +60,8 @@ class WeightMirror(LearnedFeedbackRule):
     summary = "weight mirror: a noise-driven mirror phase teaches B the transpose of W"
     citation = "Akrout et al. 2019, NeurIPS"
     Options = WeightMirrorOptions
+    scales_with_loss = False  # the mirror learns from noise, not from the loss
+    search_space = tunable(decay=LogUniform(0.3, 3.0))  # eta_B: through the searched feedback_lr
 
     def learn_feedback(self, batch_size: int, carried: Sequence[int]) -> dict[str, float]:
         samples = self.options.mirror_samples or batch_size
@@ -80,11 +83,15 @@ class WeightMirror(LearnedFeedbackRule):
         weight = self.fed_weights()[index].detach()
         groups = self._groups(index)
         per_group = weight[0].numel()
-        shape = (samples, groups * per_group)
-        if self.options.noise_distribution == "gaussian":
-            noise = torch.randn(shape, dtype=feedback.dtype, device=feedback.device)
-        else:
-            noise = rademacher(shape, feedback.dtype, feedback.device)
+
+        def draw(rows: int) -> Tensor:
+            shape = (rows, groups * per_group)
+            if self.options.noise_distribution == "gaussian":
+                return torch.randn(shape, dtype=feedback.dtype, device=feedback.device)
+            return rademacher(shape, feedback.dtype, feedback.device)
+
+        # n = the batch size: in data-parallel training, this process's rows of the global draw
+        noise = draw(samples) if self.options.mirror_samples else draw_for_batch(draw, samples)
         if groups == 1:
             flat = weight.reshape(weight.shape[0], per_group)
             correlation = (noise @ flat.t()).t() @ noise
