@@ -20,7 +20,8 @@ FAST = ["--samples", "120", "--bootstrap", "40", "--no-progress"]
 @pytest.fixture(scope="module")
 def compare_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("similarity") / "cmp"
-    args = ["compare", "--rules", "fa", "--seeds", "2", "--epochs", "1", "--hidden", "16,12"]
+    args = ["compare", "--rules", "fa", "--data", "digits", "--seeds", "2", "--epochs", "1"]
+    args += ["--hidden", "16,12"]
     args += ["--batch-size", "16", "--diagnostics-samples", "0", "--no-progress", "--out", str(out)]
     assert main(args) == 0
     return out

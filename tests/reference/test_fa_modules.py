@@ -18,12 +18,13 @@ from fa_module_cases import (
     autograd_gradients,
     batch,
     conv_bn_pool_residual,
+    copy_network_feedback,
     mixed_convolutions,
+    network_twins,
     options_for,
     relative_error,
     set_feedback_transposed,
 )
-from torch import nn
 
 import ngrad
 from ngrad.numeric import angle_degrees, root_mean_square
@@ -88,67 +89,18 @@ def test_every_parameter_gets_a_grad(rule_name):
 
 
 # ----------------------------------------------------------------- against the oracle ---------
-def _twins(kind):
-    """An ngrad Network and the same model built from torch layers, with the same weights."""
-    torch.manual_seed(3)
-    if kind == "dense":
-        network = ngrad.mlp([10, 8, 7, 3], activation="tanh").double()
-        shape = (10,)
-    else:
-        network = ngrad.convnet(
-            (1, 6, 6), (2, 3), num_classes=3, hidden=(5,), activation="tanh"
-        ).double()
-        shape = (1, 6, 6)
-    modules: list[nn.Module] = []
-    for index, layer in enumerate(network.layers):
-        if layer.weight.dim() == 4:
-            out_c, in_c, k, _ = layer.weight.shape
-            torch_layer = nn.Conv2d(in_c, out_c, k, stride=layer.stride, padding=layer.padding)
-        else:
-            if not any(isinstance(m, nn.Flatten) for m in modules):
-                modules.append(nn.Flatten())
-            torch_layer = nn.Linear(layer.weight.shape[1], layer.weight.shape[0])
-        torch_layer = torch_layer.double()
-        with torch.no_grad():
-            torch_layer.weight.copy_(layer.weight)
-            torch_layer.bias.copy_(layer.bias)
-        modules.append(torch_layer)
-        if index < len(network.layers) - 1:
-            modules.append(nn.Tanh())
-    return network, nn.Sequential(*modules), shape
-
-
-def _copy_feedback(network_rule, module_rule):
-    """The module rule gets the Network rule's feedback (its layer 0 has one more, unused)."""
-    if network_rule.name == "dfa":
-        for index, block in enumerate(network_rule.feedback_matrices(), start=1):
-            module_rule.feedback[index].copy_(block)
-        return
-    theirs = network_rule.state_dict()
-    with torch.no_grad():
-        for key, value in module_rule.state_dict().items():
-            if key.startswith("network."):
-                continue
-            prefix, _, position = key.rpartition(".")
-            if position.isdigit():
-                if int(position) >= 1:
-                    value.copy_(theirs[f"{prefix}.{int(position) - 1}"])
-            else:  # one number per layer (sign symmetry's scales)
-                value[1:].copy_(theirs[key])
-
-
 @pytest.mark.parametrize("kind", ["dense", "conv"])
 @pytest.mark.parametrize("rule_name", FAMILY)
 def test_module_path_agrees_with_the_layerwise_oracle(rule_name, kind):
     """Same weights, same feedback, same random draws (brsf's magnitudes, WM's mirror noise):
     the converted torch model and the ngrad Network get the same update to float64 rounding."""
-    network, model, shape = _twins(kind)
+    network, model, shape = network_twins(kind)
     x, y = batch(shape, n=12)
     network_rule = ngrad.make_rule(rule_name, network)
     module_rule = ngrad.make_rule(rule_name, model)
     if rule_name == "dfa":
         module_rule.backward(x, y)  # its matrices are drawn at the first batch
-    _copy_feedback(network_rule, module_rule)
+    copy_network_feedback(network_rule, module_rule)
     torch.manual_seed(9)
     expected = network_rule.backward(x, y)
     torch.manual_seed(9)

@@ -5,7 +5,9 @@ import pytest
 
 import ngrad
 from ngrad import rules
+from ngrad.nn.network import Network
 from ngrad.rules import layerwise
+from ngrad.rules.base import model_layers
 from ngrad.rules.checking import run_checks
 from ngrad.rules.feedback_alignment import direct_feedback_alignment
 
@@ -31,7 +33,10 @@ def _whole_update(rule):
 
 def _layer_update(position):
     def flipped(rule):
-        layer = rule.network.layers[position]
+        if isinstance(rule.network, Network):
+            layer = rule.network.layers[position]
+        else:  # a torch module (the module-path checks): its converted layers, in order
+            layer = [module for _, module in model_layers(rule.network)][position]
         return [p for p in (layer.weight, layer.bias) if p is not None]
 
     return flipped

@@ -48,6 +48,20 @@ def test_linear_cka_is_the_normalised_hsic_of_linear_kernels():
     assert cka(y, x) == pytest.approx(expected, abs=1e-12)
 
 
+def test_cka_of_layers_wider_than_the_stimuli_uses_their_gram_matrices():
+    """A conv map has far more units than there are stimuli: the stimuli x stimuli form gives
+    the feature-space form's number without building a units x units matrix."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((12, 400))
+    y = x[:, :300] @ rng.standard_normal((300, 500)) + 0.5 * rng.standard_normal((12, 500))
+    xc, yc = x - x.mean(axis=0), y - y.mean(axis=0)
+    feature_space = np.sum((yc.T @ xc) ** 2) / (
+        np.linalg.norm(xc.T @ xc) * np.linalg.norm(yc.T @ yc)
+    )
+    assert cka(x, y) == pytest.approx(feature_space, rel=1e-10)
+    assert cka(x[:, :5], y) == pytest.approx(cka(y, x[:, :5]), rel=1e-12)
+
+
 def _hsic_u_statistic(k, g):
     """Song et al. 2012's unbiased HSIC as a U-statistic: the mean over ordered 4-tuples of
     distinct stimuli of h = (1/4!) sum over their orderings (t,u,v,w) of

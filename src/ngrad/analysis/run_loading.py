@@ -1,11 +1,12 @@
 """The runs ``ngrad similarity`` compares: found in the directories given, checked to form one
 experiment that pairs by seed, and loaded as their representations of the stimuli.
 
-The runs must share the data, model (widths, activation, initialisation, loss) and number of
-epochs (:data:`EXPERIMENT_FIELDS`); they may differ in rule, seed and optimiser settings. Every
-run but the reference rule's needs a reference run of its seed, and no rule may have two runs of
-one seed. A run whose trained state holds non-finite weights, whose network overflows on the
-stimuli or whose summary is damaged is named in an :class:`~ngrad.errors.NgradError`.
+The runs must share the data, model (its name and options; the mlp's widths, activation and
+initialisation), loss and number of epochs (:data:`EXPERIMENT_FIELDS`); they may differ in rule,
+seed and optimiser settings. Every run but the reference rule's needs a reference run of its
+seed, and no rule may have two runs of one seed. A run whose trained state holds non-finite
+weights, whose network overflows on the stimuli or whose summary is damaged is named in an
+:class:`~ngrad.errors.NgradError`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,17 @@ from ngrad.errors import ConfigError, NgradError
 __all__ = ["EXPERIMENT_FIELDS", "RunRepresentations", "find_runs", "load_representations"]
 
 # The settings two runs must share to be compared (the rule, seed and optimiser may differ).
-EXPERIMENT_FIELDS = ("data", "train_subset", "hidden", "activation", "init", "loss", "epochs")
+EXPERIMENT_FIELDS = (
+    "data",
+    "train_subset",
+    "model",
+    "model_options",
+    "hidden",
+    "activation",
+    "init",
+    "loss",
+    "epochs",
+)
 
 
 def find_runs(paths: Sequence[str | Path]) -> list[Path]:
@@ -126,14 +137,14 @@ def _test_accuracy(summary: dict[str, Any], directory: Path) -> float | None:
     return value
 
 
-def _activities(rule, images, directory: Path) -> list[np.ndarray]:
-    """h_1..h_L as the rule represents the images (``LearningRule.representations``)."""
+def _activities(run, images, directory: Path) -> list[np.ndarray]:
+    """h_1..h_L as the run's rule represents the images (``LearningRule.representations``),
+    given to its model as in training (:meth:`~ngrad.train.runs.LoadedRun.prepare`)."""
     import torch
 
-    shape = rule.network.input_shape or (math.prod(images.shape[1:]),)
     with torch.no_grad():
-        inputs = images.reshape(len(images), *shape).float()
-        layers = [h.flatten(1).double().numpy() for h in rule.representations(inputs)]
+        inputs = run.prepare(images.reshape(len(images), *run.data.input_shape))
+        layers = [h.flatten(1).double().cpu().numpy() for h in run.rule.representations(inputs)]
     for layer, values in enumerate(layers, start=1):
         if not np.isfinite(values).all():
             raise NgradError(
@@ -192,14 +203,14 @@ def load_representations(
         _check_finite_weights(loaded.rule, path / "best.pt")
         neural = None
         if recording is not None:
-            neural = _activities(loaded.rule, torch.from_numpy(recording.stimuli), path)
+            neural = _activities(loaded, torch.from_numpy(recording.stimuli), path)
         runs.append(
             RunRepresentations(
                 path,
                 loaded.config.rule,
                 loaded.config.seed,
                 _test_accuracy(loaded.summary, path),
-                _activities(loaded.rule, stimuli, path),
+                _activities(loaded, stimuli, path),
                 neural,
             )
         )

@@ -57,6 +57,14 @@ __all__ = [
 # ------------------------------------------------------------------------------------- CKA ---
 
 
+def _cross_energy(x: np.ndarray, y: np.ndarray) -> float:
+    """|X^T Y|_F^2 = <XX^T, YY^T>_F, through the stimuli x stimuli Gram matrices when a layer has
+    more units than there are stimuli (a conv map: never a units x units matrix)."""
+    if max(x.shape[1], y.shape[1]) > x.shape[0]:
+        return float(np.sum((x @ x.T) * (y @ y.T)))
+    return float(np.sum((x.T @ y) ** 2))
+
+
 def _hsic_unbiased(x: np.ndarray, y: np.ndarray) -> float:
     """Song et al. 2012's unbiased HSIC (times n(n-3)) of the linear kernels K = XX^T, L = YY^T,
     without forming them: K~ is K with a zero diagonal, and
@@ -64,7 +72,7 @@ def _hsic_unbiased(x: np.ndarray, y: np.ndarray) -> float:
     n = x.shape[0]
     diag_x, diag_y = np.einsum("ij,ij->i", x, x), np.einsum("ij,ij->i", y, y)
     sum_x, sum_y = x.sum(axis=0), y.sum(axis=0)
-    trace = np.sum((x.T @ y) ** 2) - diag_x @ diag_y
+    trace = _cross_energy(x, y) - diag_x @ diag_y
     total_x, total_y = sum_x @ sum_x - diag_x.sum(), sum_y @ sum_y - diag_y.sum()
     row_sums_x, row_sums_y = x @ sum_x - diag_x, y @ sum_y - diag_y
     return float(
@@ -88,10 +96,10 @@ def cka(x: np.ndarray, y: np.ndarray, *, debiased: bool = False) -> float:
         if self_x <= 0 or self_y <= 0:
             raise DegenerateRepresentationError("a representation has no variance across stimuli")
         return cross / math.sqrt(self_x * self_y)
-    norm_x, norm_y = np.linalg.norm(x.T @ x), np.linalg.norm(y.T @ y)
+    norm_x, norm_y = math.sqrt(_cross_energy(x, x)), math.sqrt(_cross_energy(y, y))
     if norm_x == 0 or norm_y == 0:
         raise DegenerateRepresentationError("a representation is constant across stimuli")
-    return float(np.sum((y.T @ x) ** 2) / (norm_x * norm_y))
+    return _cross_energy(x, y) / (norm_x * norm_y)
 
 
 # ------------------------------------------------------------------------------------- RSA ---

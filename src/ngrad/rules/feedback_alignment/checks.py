@@ -23,6 +23,7 @@ from ngrad.rules.checking import (
     train_on_teacher,
     weight_updates,
 )
+from ngrad.rules.feedback_alignment import module_checks  # noqa: F401  (registers its checks)
 from ngrad.rules.feedback_alignment.direct_feedback_alignment import DirectFeedbackAlignment
 from ngrad.rules.feedback_alignment.feedback_alignment import FeedbackAlignment
 from ngrad.rules.feedback_alignment.kolen_pollack import KolenPollack
