@@ -37,7 +37,8 @@ def _metrics(run_dir: Path) -> list[dict]:
 
 
 def _without_times(lines):
-    return [{k: v for k, v in line.items() if k != "epoch_time_s"} for line in lines]
+    timings = ("epoch_time_s", "epoch_cpu_s")
+    return [{k: v for k, v in line.items() if k not in timings} for line in lines]
 
 
 def _one_error_line(stderr: str, *fragments: str) -> str:
@@ -445,3 +446,37 @@ def test_train_config_defaults_are_the_mlp_of_before():
     config = TrainConfig()
     assert (config.model, config.model_options, config.hidden) == ("mlp", {}, (128, 128))
     assert (config.normalize, config.augment, config.lr_schedule) == ("none", False, "none")
+
+
+# ---------------------------------------------------------------- resize and loading --------
+def test_resize_scales_the_images_the_model_sees(cifar, module_rule, tmp_path, capsys):
+    values = {"rule": module_rule.name, "model": "lenet_dtp", "data": "cifar10"}
+    values |= {"data_dir": cifar[-1], "epochs": 1, "diagnostics_samples": 0, "resize": 16}
+    run_training(make_config(values | {"batch_size": 40}), tmp_path / "run", progress=False)
+    assert module_rule.shapes[0] == (40, 3, 16, 16)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["resize"] == 16
+    assert main(["train", "--rule", "fa", "--resize", "16", "--out", str(tmp_path / "x")]) == 2
+    _one_error_line(capsys.readouterr().err, "--resize", "images")
+
+
+def test_a_conv_run_loads_and_compares_by_similarity(cifar, tmp_path, capsys):
+    """load_run rebuilds a non-mlp run and feeds it as in training (normalised images); `ngrad
+    similarity` compares conv runs layer by layer."""
+    from ngrad.train.runs import load_run
+
+    common = ["--model", "lenet", *cifar, "--epochs", "1", "--batch-size", "40"]
+    common += ["--normalize", "standard", "--diagnostics-samples", "0", "--no-progress"]
+    for rule in ("bp", "fa"):
+        assert main(["train", "--rule", rule, *common, "--out", str(tmp_path / rule)]) in (0, 1)
+    run = load_run(tmp_path / "fa")
+    images = run.data.test_x[:8]
+    inputs = run.prepare(images)
+    mean, std = torch.tensor([0.4914, 0.4821, 0.4465]), torch.tensor([0.2470, 0.2435, 0.2616])
+    assert torch.allclose(inputs, (images - mean[:, None, None]) / std[:, None, None], atol=1e-6)
+    layers = run.rule.representations(inputs)
+    assert len(layers) == 5 and layers[-1].shape == (8, 10)  # 3 convs, 2 linear layers
+    out = tmp_path / "similarity"
+    args = ["similarity", str(tmp_path / "bp"), str(tmp_path / "fa"), "--out", str(out)]
+    assert main([*args, "--samples", "40", "--no-progress"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results and (out / "similarity_heatmap.png").is_file()

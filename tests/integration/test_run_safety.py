@@ -40,7 +40,8 @@ def _metrics(run_dir: Path) -> list[dict]:
 
 
 def _without_times(lines):
-    return [{k: v for k, v in line.items() if k != "epoch_time_s"} for line in lines]
+    timings = ("epoch_time_s", "epoch_cpu_s")
+    return [{k: v for k, v in line.items() if k not in timings} for line in lines]
 
 
 def _one_error_line(stderr: str, *fragments: str) -> str:

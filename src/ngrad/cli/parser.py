@@ -24,6 +24,7 @@ EXIT_USAGE, EXIT_FAILURE = 2, 1
 INTERRUPTED_HINTS = {
     "train": "; resume with `ngrad train --resume DIR`",
     "similarity": "; its outputs are written only once everything is computed: run it again",
+    "tune": "; run the same command again: it resumes from its storage",
 }
 
 
@@ -41,6 +42,7 @@ class Command:
 
     help: str
     module: str
+    data_parallel: bool = False  # runs under torchrun with several processes (one per rank)
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         importlib.import_module(self.module).add_arguments(parser)
@@ -54,7 +56,7 @@ COMMANDS: dict[str, Command] = {
         "rules, models and datasets; `ngrad list --rule NAME` / `--model NAME`: its options",
         "ngrad.cli.listing",
     ),
-    "train": Command("train one rule", "ngrad.cli.train"),
+    "train": Command("train one rule", "ngrad.cli.train", data_parallel=True),
     "compare": Command("train several rules and tabulate them", "ngrad.cli.compare"),
     "check": Command("run the rules' reference properties", "ngrad.cli.check"),
     "inspect": Command("one neuron's compartments, forward vs teaching", "ngrad.cli.inspect"),
@@ -62,6 +64,7 @@ COMMANDS: dict[str, Command] = {
         "representational similarity to a reference rule; neural predictivity",
         "ngrad.cli.similarity",
     ),
+    "tune": Command("search rules' settings on an equal trial budget (Optuna)", "ngrad.cli.tune"),
 }
 
 
@@ -97,6 +100,18 @@ def _command_named(argv: Sequence[str]) -> str | None:
     return None
 
 
+def _check_processes(name: str) -> None:
+    """ConfigError for a command that cannot share its work among the processes torchrun
+    started (``WORLD_SIZE`` > 1): only ``ngrad train`` trains data-parallel."""
+    processes = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if processes > 1 and not COMMANDS[name].data_parallel:
+        raise ConfigError(
+            f"`ngrad {name}` runs in one process, and torchrun started {processes}: only `ngrad "
+            f"train` trains data-parallel (`torchrun --nproc-per-node N -m ngrad train ...`, one "
+            f"run at a time); run `ngrad {name}` without torchrun"
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``ngrad`` with ``argv`` (default: the process's arguments); returns the exit code.
 
@@ -112,6 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args = parser.parse_args(argv)
         except SystemExit as done:  # --help and --version print, then exit 0
             return done.code if isinstance(done.code, int) else 0
+        _check_processes(args.command)
         return COMMANDS[args.command].run(args)
     except ConfigError as error:
         print(f"ngrad: error: {error}", file=sys.stderr)

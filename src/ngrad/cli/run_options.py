@@ -49,9 +49,12 @@ RUN_FLAGS: dict[str, type] = {
     "--init": str,
     "--loss": str,
     "--device": str,
+    "--threads": int,
+    "--precision": str,
     "--data-dir": str,
     "--train-subset": int,
     "--normalize": str,
+    "--resize": int,
     "--diagnostics-samples": int,
 }
 

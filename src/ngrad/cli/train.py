@@ -49,6 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ngrad.train import distributed
     from ngrad.train.config import make_config
     from ngrad.train.loop import run_training
     from ngrad.train.runs import load_run_config
@@ -68,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     summary = result.summary
+    if not distributed.is_main_process():  # under torchrun, rank 0 reports the run
+        return 0 if summary["status"] == "completed" else 1
     angles = ", ".join(
         "-" if a is None else f"{a:.1f}" for a in summary["final_angle_to_bp_deg"] or []
     )

@@ -9,6 +9,11 @@ channel for images (shape (C, H, W)) and one pair for any other input:
 - ``standard``: the published constants (:data:`STANDARD_STATISTICS`: MNIST, Fashion-MNIST,
   CIFAR-10); the other datasets have none.
 
+Resizing (``resize``, :func:`resize_images`) scales every image (C, H, W) to ``resize`` x
+``resize`` pixels by bilinear interpolation with antialiasing (torchvision's ``Resize`` on
+tensors), before augmentation and normalisation: BioTorch's MNIST and Fashion-MNIST benchmarks
+resize the 28x28 digits to 32x32 this way for their LeNet.
+
 Augmentation (:func:`random_crop_flip`) is the standard CIFAR recipe (He et al. 2016; BioTorch's
 CIFAR-10 benchmark): a random crop of the image's own size (32x32 on CIFAR) out of its copy padded
 with 4 zero pixels on every side, and a left-right flip with probability 1/2. It is drawn from a
@@ -36,6 +41,8 @@ __all__ = [
     "check_augmentable",
     "make_normalizer",
     "random_crop_flip",
+    "resize_images",
+    "resized_shape",
     "training_statistics",
 ]
 
@@ -148,17 +155,47 @@ def check_augmentable(dataset: str, input_shape: tuple[int, ...]) -> None:
         )
 
 
+def resized_shape(input_shape: tuple[int, ...], size: int) -> tuple[int, ...]:
+    """The sample shape after :func:`resize_images` to ``size`` (0: unchanged); ConfigError for
+    samples that are not images (C, H, W)."""
+    if not size:
+        return tuple(input_shape)
+    if _channels(input_shape) is None:
+        shape = "x".join(map(str, input_shape))
+        raise ConfigError(
+            f"--resize scales images (channels, height, width), not samples of shape {shape}"
+        )
+    return (input_shape[0], size, size)
+
+
+def resize_images(images: Tensor, size: int) -> Tensor:
+    """``images`` (N, C, H, W) scaled to (N, C, size, size): bilinear with antialiasing, corners
+    not aligned (torchvision's ``Resize`` on tensors); unchanged where already that size."""
+    if images.shape[-2:] == (size, size):
+        return images
+    return F.interpolate(
+        images, size=(size, size), mode="bilinear", align_corners=False, antialias=True
+    )
+
+
 def random_crop_flip(
-    images: Tensor, generator: torch.Generator, padding: int = CROP_PADDING
+    images: Tensor,
+    generator: torch.Generator,
+    padding: int = CROP_PADDING,
+    rows: tuple[int, int] | None = None,
 ) -> Tensor:
     """Each image of ``images`` (N, C, H, W) cropped at a random offset out of its copy padded
     with ``padding`` zeros on every side, then flipped left-right with probability 1/2.
 
     The offsets and flips are drawn on the CPU from ``generator`` (2N integers, then N), so the
-    draws do not depend on the device the batch is on."""
+    draws do not depend on the device the batch is on. ``rows`` (first, total): the images are
+    rows first.. of a batch of ``total`` (one process's share in data-parallel training); the
+    draws are made for the whole batch and these rows' kept, as one process would draw them."""
     count, channels, height, width = images.shape
-    offsets = torch.randint(0, 2 * padding + 1, (2, count), generator=generator)
-    flips = torch.randint(0, 2, (count,), generator=generator).bool()
+    first, drawn = (0, count) if rows is None else rows
+    offsets = torch.randint(0, 2 * padding + 1, (2, drawn), generator=generator)
+    flips = torch.randint(0, 2, (drawn,), generator=generator).bool()
+    offsets, flips = offsets[:, first : first + count], flips[first : first + count]
     device = images.device
     rows = offsets[0, :, None] + torch.arange(height)  # (N, H) rows of the padded image
     columns = offsets[1, :, None] + torch.arange(width)  # (N, W)

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ngrad.data import DataSplits
+from ngrad.data.transforms import resized_shape
 from ngrad.errors import ConfigError
 from ngrad.nn.network import Network, mlp
 from ngrad.rules import LearningRule, get_rule_class, make_rule
@@ -30,6 +31,7 @@ __all__ = [
     "build_rule",
     "build_scheduler",
     "model_input_shape",
+    "sample_shape",
     "unsupported_reason",
 ]
 
@@ -56,10 +58,15 @@ def build_model(
     return models.build(model, input_shape, num_classes, **options)
 
 
+def sample_shape(config: TrainConfig, data: DataSplits) -> tuple[int, ...]:
+    """The shape of one of ``data``'s samples as the run feeds it (after ``config.resize``)."""
+    return resized_shape(data.input_shape, config.resize)
+
+
 def build_network(config: TrainConfig, data: DataSplits) -> nn.Module:
-    """The model ``config`` describes, for ``data``'s samples and classes."""
+    """The model ``config`` describes, for ``data``'s samples (as resized) and classes."""
     return build_model(
-        config.model, config.model_options, data.input_shape, data.num_classes, config
+        config.model, config.model_options, sample_shape(config, data), data.num_classes, config
     )
 
 

@@ -31,6 +31,8 @@ from ngrad.nn.init import INITIALISATIONS, Init
 from ngrad.nn.losses import LOSSES
 from ngrad.options import build_options
 
+PRECISIONS = ("fp32", "bf16", "fp16")  # training precision (ngrad.train.precision)
+
 __all__ = [
     "LR_SCHEDULES",
     "MLP_SETTINGS",
@@ -75,12 +77,18 @@ class TrainConfig:
     loss: str = "cross_entropy"  # output loss
     seed: int = 0  # seeds weights, data order and the rule's own randomness
     device: str = "cpu"  # torch device: cpu, cuda, cuda:1, mps
+    precision: str = "fp32"  # training steps in fp32, or under autocast in bf16 or fp16 (with
+    #     loss scaling), for the rules that support it (bp and the feedback-alignment family)
+    threads: int = 0  # torch CPU threads (0: 1 on the embedded data sets, whose small models
+    #     lose more to thread hand-offs than they gain; torch's default on the others)
     data_dir: str | None = None  # data directory (None: $NGRAD_DATA or ~/.cache/ngrad/data)
     download: bool = False  # fetch missing data files
     train_subset: int = 0  # use only the first N training samples (0: all)
     normalize: Normalization = "none"  # input normalisation: none (pixels in [0, 1]), train
     #     (mean and std of the training split) or standard (published constants)
     augment: bool = False  # random crops (4-pixel padding) and flips of training images
+    resize: int = 0  # scale images to resize x resize pixels (bilinear), e.g. 32 for BioTorch's
+    #     LeNet on MNIST; 0 keeps the data's size
     diagnostics_samples: int = 256  # validation samples on which angles to BP are measured
     tensorboard: bool = False  # also write TensorBoard logs
     rule_options: dict[str, Any] = field(default_factory=dict)  # the rule's own options
@@ -96,7 +104,14 @@ class TrainConfig:
         for key, value in positive.items():
             if not value > 0:
                 raise ValueError(f"{key!r} must be positive, got {value!r}")
-        for key in ("momentum", "weight_decay", "train_subset", "diagnostics_samples"):
+        for key in (
+            "momentum",
+            "weight_decay",
+            "train_subset",
+            "diagnostics_samples",
+            "resize",
+            "threads",
+        ):
             if getattr(self, key) < 0:
                 raise ValueError(f"{key!r} must be >= 0, got {getattr(self, key)!r}")
         if self.feedback_lr is not None and not self.feedback_lr > 0:
@@ -119,6 +134,10 @@ class TrainConfig:
         if self.normalize not in NORMALIZATIONS:
             raise ValueError(
                 f"'normalize' must be one of {', '.join(NORMALIZATIONS)}, got {self.normalize!r}"
+            )
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"'precision' must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
             )
 
     def _check_schedule(self) -> None:

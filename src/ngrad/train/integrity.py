@@ -29,7 +29,7 @@ __all__ = [
 ]
 
 # settings a resumed run may change without becoming another run: its length and where data lives
-NOT_IDENTITY = frozenset({"epochs", "data_dir", "download", "tensorboard", "device"})
+NOT_IDENTITY = frozenset({"epochs", "data_dir", "download", "tensorboard", "device", "threads"})
 
 STATE_TYPES: dict[str, type | tuple[type, ...]] = {
     "version": int,

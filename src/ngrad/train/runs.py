@@ -1,7 +1,7 @@
 """Run directories: what `ngrad train` and `ngrad compare` write, how it is guarded and read back.
 
 run = load_run("runs/fa-digits-seed0")          # the best-validation state (best.pt)
-run.rule.network.trace(run.data.test_x.flatten(1)).activities   # per-layer representations
+run.rule.representations(run.prepare(run.data.test_x))   # per-layer activity, any model
 
 A run directory is locked (:class:`RunLock`) for as long as a process writes to it; a fresh run
 refuses a directory that already holds files unless told to overwrite them
@@ -24,10 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from torch import Tensor
+
 from ngrad.data import DataSplits, load_dataset
+from ngrad.data.transforms import make_normalizer, resize_images
 from ngrad.errors import NgradError
 from ngrad.rules import LearningRule, make_rule
-from ngrad.train.build import build_network
+from ngrad.train.build import build_network, model_input_shape, sample_shape
 from ngrad.train.checkpoint import atomic_write_text, load_checkpoint, to_json
 from ngrad.train.config import TrainConfig, make_config
 
@@ -52,6 +55,7 @@ RUN_FILES = (
     "metrics.jsonl",
     "checkpoint.pt",
     "best.pt",
+    "test_correct.npy",
     "summary.json",
     "learning_curves.png",
     "angles.png",
@@ -320,6 +324,22 @@ class LoadedRun:
     rule: LearningRule
     data: DataSplits
     summary: dict[str, Any]
+
+    def prepare(self, samples: Tensor) -> Tensor:
+        """``samples`` of the run's data set (N, *data shape) as its model took them in training:
+        resized (``resize``), normalised (``normalize``, with the statistics of the split it
+        trained on) and shaped (flat for the mlp, images for conv models), in float32 on the
+        rule's device."""
+        config = self.config
+        inputs = samples.float().to(config.device)
+        if config.resize:
+            inputs = resize_images(inputs, config.resize)
+        train_x = self.data.train_x[: config.train_subset or None]
+        normalizer = make_normalizer(config.normalize, config.data, self.data.input_shape, train_x)
+        if normalizer is not None:
+            inputs = normalizer.to(inputs.device)(inputs)
+        shape = model_input_shape(self.rule.network, sample_shape(config, self.data))
+        return inputs.reshape(len(inputs), *shape)
 
 
 def load_run(

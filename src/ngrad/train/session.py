@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -22,64 +21,65 @@ from torch import Tensor
 
 from ngrad.analysis import diagnostics
 from ngrad.data import load_dataset
-from ngrad.data.loading import EVALUATION_BATCH, batches, training_batches
-from ngrad.data.transforms import check_augmentable, make_normalizer, random_crop_flip
+from ngrad.data.loading import batches, training_batches
+from ngrad.data.transforms import (
+    check_augmentable,
+    make_normalizer,
+    random_crop_flip,
+    resize_images,
+)
 from ngrad.errors import ConfigError, DivergenceError, NgradError
-from ngrad.rules import LearningRule
-from ngrad.train import integrity
+from ngrad.train import distributed, integrity
 from ngrad.train.build import (
     build_network,
     build_optimizer,
     build_rule,
     build_scheduler,
     model_input_shape,
+    sample_shape,
 )
-from ngrad.train.checkpoint import append_line, save_checkpoint, to_json
+from ngrad.train.checkpoint import (
+    append_line,
+    random_state,
+    restore_random_state,
+    save_array,
+    save_checkpoint,
+    to_json,
+)
 from ngrad.train.config import TrainConfig
+from ngrad.train.evaluation import evaluate
+from ngrad.train.precision import MixedPrecision, check_precision
 from ngrad.train.verdict import SMALLER_LR, chance_level
 
-__all__ = ["CHECKPOINT_VERSION", "TrainingSession", "build_network", "build_optimizer", "evaluate"]
+__all__ = [
+    "CHECKPOINT_VERSION",
+    "TEST_CORRECT",
+    "TrainingSession",
+    "build_network",
+    "build_optimizer",
+    "evaluate",
+    "run_threads",
+]
+
+TEST_CORRECT = "test_correct.npy"
+"""Per-test-sample correctness (bool, test-split order) at the best validation epoch."""
 
 CHECKPOINT_VERSION = 2
+
+DIVERGENCE_CHECK_EVERY = 32  # training steps between the host's looks at the loss
 
 Batch = tuple[Tensor, Tensor]
 
 
-@torch.no_grad()
-def evaluate(
-    rule: LearningRule,
-    inputs: Tensor | Iterable[Batch],
-    targets: Tensor | None = None,
-    batch: int = EVALUATION_BATCH,
-    prepare: Callable[[Tensor, Tensor], Batch] | None = None,
-) -> tuple[float, float]:
-    """(mean loss, accuracy) of the rule's network on a split: tensors ``inputs`` and
-    ``targets`` taken ``batch`` samples at a time, or an iterable of (inputs, labels) batches
-    (a DataLoader), each passed through ``prepare`` (to the device, normalised, shaped) if given.
-    The rule is in evaluation mode meanwhile (batch norm uses its running statistics, dropout
-    is off), then back in the mode it was in.
-    """
-    if targets is None:
-        pairs = inputs
-    else:
-        pairs = [
-            (inputs[i : i + batch], targets[i : i + batch]) for i in range(0, len(targets), batch)
-        ]
-    total_loss, correct, count = 0.0, 0, 0
-    training = rule.training
-    rule.eval()
-    try:
-        for x, y in pairs:
-            if prepare is not None:
-                x, y = prepare(x, y)
-            output = rule(x)
-            total_loss += float(rule.loss(output, y)) * y.shape[0]
-            correct += int((output.argmax(dim=1) == y).sum())
-            count += y.shape[0]
-    finally:
-        rule.train(training)
-    count = max(count, 1)
-    return total_loss / count, correct / count
+def run_threads(config: TrainConfig) -> int:
+    """The torch CPU threads a run uses: ``config.threads``, or with 0 one thread on the embedded
+    data sets (small models, where threads cost more than they give and oversubscribe a shared
+    machine) and torch's default on the others."""
+    from ngrad.data.catalog import is_embedded
+
+    if config.threads:
+        return config.threads
+    return 1 if is_embedded(config.data) else torch.get_num_threads()
 
 
 class TrainingSession:
@@ -87,7 +87,9 @@ class TrainingSession:
 
     def __init__(self, config: TrainConfig, out_dir: Path | None) -> None:
         self.config, self.out_dir = config, out_dir
-        self.device = torch.device(config.device)
+        self.device = distributed.setup(config.device)  # under torchrun: this rank's device
+        distributed.check_batch_size(config.batch_size)
+        torch.set_num_threads(run_threads(config))
         torch.manual_seed(config.seed)
         data = load_dataset(config.data, data_dir=config.data_dir, download=config.download)
         self.data = data
@@ -101,9 +103,13 @@ class TrainingSession:
         self.normalizer = normalizer.to(self.device) if normalizer is not None else None
         try:
             self.network = build_network(config, data)
-            self.input_shape = model_input_shape(self.network, data.input_shape)
+            self.input_shape = model_input_shape(self.network, sample_shape(config, data))
             self.rule = build_rule(config, self.network)
             self.rule.to(self.device)
+            check_precision(self.rule, config.precision)
+            self.precision = MixedPrecision(config.precision, self.device)
+            distributed.synchronise_batch_norm(self.network, self.device)
+            distributed.broadcast_state(self.rule)  # every rank starts from rank 0's state
             self.optimizer = build_optimizer(config, self.rule)
             self.rule.check_optimizer(self.optimizer)
             self.scheduler = build_scheduler(config, self.optimizer)
@@ -114,8 +120,11 @@ class TrainingSession:
         # one generator draws the data order and the augmentation; the checkpoint keeps its state
         self.shuffle = torch.Generator().manual_seed(config.seed)
         pin = self.device.type == "cuda"
+        shard = (distributed.rank(), distributed.world_size())  # this rank's share of each batch
         self.batches = {
-            "train": training_batches(train_x, train_y, config.batch_size, self.shuffle, pin),
+            "train": training_batches(
+                train_x, train_y, config.batch_size, self.shuffle, pin, *shard
+            ),
             "train_eval": batches(train_x, train_y, pin_memory=pin),
             "val": batches(data.val_x, data.val_y, pin_memory=pin),
             "test": batches(data.test_x, data.test_y, pin_memory=pin),
@@ -136,8 +145,10 @@ class TrainingSession:
         batches, with ``augment``), normalised, and shaped (flat for the mlp)."""
         x = inputs.to(self.device, non_blocking=True)
         y = targets.to(self.device, non_blocking=True)
+        if self.config.resize:
+            x = resize_images(x, self.config.resize)
         if train and self.config.augment:
-            x = random_crop_flip(x, self.shuffle)
+            x = random_crop_flip(x, self.shuffle, rows=distributed.batch_rows(x.shape[0]))
         if self.normalizer is not None:
             x = self.normalizer(x)
         return x.reshape(x.shape[0], *self.input_shape), y
@@ -163,33 +174,55 @@ class TrainingSession:
     def train_epoch(self, bar) -> dict[str, float]:
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), dtype=torch.long, device=self.device)
+        seen = 0
         learning_rate = self.optimizer.param_groups[0]["lr"]
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
+        # the first non-finite loss (step, value) is kept on the device and read every
+        # DIVERGENCE_CHECK_EVERY steps, so no step waits for the device
+        bad_step = torch.full((), -1, dtype=torch.long, device=self.device)
+        bad_loss = torch.zeros((), device=self.device)
         for step, (inputs, targets) in enumerate(self.batches["train"]):
             x, y = self._train_prepare(inputs, targets)
-            record = self.rule.backward(x, y)
-            if not torch.isfinite(record.loss):
-                raise DivergenceError(
-                    f"rule {self.config.rule!r} diverged at epoch {self.epoch + 1}, "
-                    f"step {step + 1}: the loss is {float(record.loss)}; {SMALLER_LR}"
-                )
-            self.optimizer.step()
-            loss_sum += record.loss.detach() * y.shape[0]
+            with self.precision.training_step(self.rule) as unscaled:
+                record, loss = distributed.train_step(self.rule, x, y)  # the global batch's
+            loss = unscaled(loss)
+            first = (bad_step < 0) & ~torch.isfinite(loss)
+            bad_step = torch.where(first, step, bad_step)
+            bad_loss = torch.where(first, loss, bad_loss)
+            if (step + 1) % DIVERGENCE_CHECK_EVERY == 0:
+                self._check_finite(bad_step, bad_loss)
+            self.precision.apply(self.optimizer)
+            loss_sum += loss * y.shape[0]
             correct += (record.output.argmax(dim=1) == y).sum()
+            seen += y.shape[0]
             if bar is not None:
                 bar.update(1)
+        self._check_finite(bad_step, bad_loss)  # also waits for the device: the time is true
         if self.scheduler is not None:
             self.scheduler.step()  # once per epoch: the next epoch's learning rate
         elapsed = time.perf_counter() - start
-        count = len(self.batches["train"].dataset)
+        cpu = time.process_time() - cpu_start  # this process's CPU time, all its threads
+        count = max(seen, 1)  # this rank's samples: equal shares, so ranks' means average
+        accuracy = correct.double() / count
+        distributed.average_([accuracy])
         metrics = {
             "train_loss": float(loss_sum) / count,
-            "train_accuracy": float(correct) / count,
+            "train_accuracy": float(accuracy),
             "epoch_time_s": elapsed,
+            "epoch_cpu_s": cpu,
         }
         if self.scheduler is not None:
             metrics["lr"] = learning_rate  # the forward weights' rate during this epoch
         return metrics
+
+    def _check_finite(self, bad_step: Tensor, bad_loss: Tensor) -> None:
+        """DivergenceError naming the first step of this epoch whose loss was not finite."""
+        step = int(bad_step)
+        if step >= 0:
+            raise DivergenceError(
+                f"rule {self.config.rule!r} diverged at epoch {self.epoch + 1}, "
+                f"step {step + 1}: the loss is {float(bad_loss)}; {SMALLER_LR}"
+            )
 
     @property
     def steps_per_epoch(self) -> int:
@@ -203,12 +236,36 @@ class TrainingSession:
             line["epoch_time_s"] = None
         else:
             line.update(train_metrics)
-        for split in ("val", "test"):
-            loss, accuracy = evaluate(self.rule, self.batches[split], prepare=self.prepare)
-            line[f"{split}_loss"], line[f"{split}_accuracy"] = loss, accuracy
+        loss, accuracy = evaluate(self.rule, self.batches["val"], prepare=self.prepare)
+        line["val_loss"], line["val_accuracy"] = loss, accuracy
+        self.test_correct = self._test_correctness()
+        loss, accuracy = (
+            self._test_loss,
+            int(self.test_correct.sum()) / max(len(self.test_correct), 1),
+        )
+        line["test_loss"], line["test_accuracy"] = loss, accuracy
         if self.config.diagnostics_samples:
             line.update(diagnostics.measure(self.rule, *self.diagnostics_batch))
         return line
+
+    @torch.no_grad()
+    def _test_correctness(self) -> Tensor:
+        """Whether each test sample is classified correctly (and the mean loss, kept in
+        ``_test_loss``), in evaluation mode as :func:`evaluate` measures."""
+        correct, total_loss = [], 0.0
+        training = self.rule.training
+        self.rule.eval()
+        try:
+            for inputs, targets in self.batches["test"]:
+                x, y = self.prepare(inputs, targets)
+                output = self.rule(x)
+                total_loss += float(self.rule.loss(output, y)) * y.shape[0]
+                correct.append((output.argmax(dim=1) == y).cpu())
+        finally:
+            self.rule.train(training)
+        flags = torch.cat(correct) if correct else torch.zeros(0, dtype=torch.bool)
+        self._test_loss = total_loss / max(len(flags), 1)
+        return flags
 
     # -- persistence -------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -223,8 +280,9 @@ class TrainingSession:
             "data": self.fingerprint,
             "rule_state": self.rule.state_dict(),
             "optimizer_state": self.optimizer.state_dict(),
-            "torch_rng": torch.get_rng_state(),
+            **random_state(),  # torch_rng (CPU) and cuda_rng (every CUDA device's)
             "shuffle_rng": self.shuffle.get_state(),
+            "precision_state": self.precision.state_dict(),  # fp16's loss scale
             "best": dict(self.best),
         }
 
@@ -260,8 +318,9 @@ class TrainingSession:
             self.optimizer.load_state_dict(state["optimizer_state"])
             if self.scheduler is not None:
                 self.scheduler.load_state_dict(state["scheduler_state"])
-            torch.set_rng_state(state["torch_rng"])
-            self.shuffle.set_state(state["shuffle_rng"])
+            restore_random_state(state)
+            self.shuffle.set_state(state["shuffle_rng"].cpu())
+            self.precision.load_state_dict(state.get("precision_state") or {})
         except (RuntimeError, ValueError, KeyError, TypeError) as error:
             reason = integrity.first_detail(error)
             raise NgradError(
@@ -281,6 +340,9 @@ class TrainingSession:
             }
             if self.out_dir is not None:
                 save_checkpoint(self.out_dir / "best.pt", {"rule_state": self.rule.state_dict()})
+                correct = getattr(self, "test_correct", None)
+                if correct is not None:
+                    save_array(self.out_dir / TEST_CORRECT, correct.numpy())
         if self.out_dir is None:
             return
         append_line(self.out_dir / "metrics.jsonl", to_json(line, indent=None))
@@ -298,6 +360,7 @@ class TrainingSession:
 
     def summary(self, status: str, reason: str | None) -> dict[str, Any]:
         trained = [line for line in self.history if line.get("epoch_time_s") is not None]
+        cpu = [line["epoch_cpu_s"] for line in trained if line.get("epoch_cpu_s") is not None]
         last = self.history[-1] if self.history else {}
         specific = last.get("rule_diagnostics") or {}
         return {
@@ -318,6 +381,8 @@ class TrainingSession:
             "epoch_time_s": (
                 sum(line["epoch_time_s"] for line in trained) / len(trained) if trained else None
             ),
+            "cpu_time_per_step_s": (sum(cpu) / (len(cpu) * self.steps_per_epoch) if cpu else None),
+            "threads": torch.get_num_threads(),
             "final_angle_to_bp_deg": last.get("angle_to_bp_deg"),
             "final_weight_alignment": last.get("weight_alignment"),
             "final_rule_diagnostics": {  # the last epoch's scalars and per-layer values
