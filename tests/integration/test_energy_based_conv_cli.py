@@ -2,32 +2,13 @@
 Network of pooled Conv2dLayers), on small synthetic CIFAR-shaped files (users bring the data)."""
 
 import json
-import pickle
 
 import numpy as np
 import pytest
 
 from ngrad.cli import main
-from ngrad.data import catalog as data_catalog
-from ngrad.data.cifar import TEST_BATCH, TRAIN_BATCHES
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def cifar(tmp_path, monkeypatch) -> list[str]:
-    """CIFAR-10 in its real file format, 40 random images per batch (160 train, 40 val)."""
-    directory = tmp_path / "cifar" / "cifar-10-batches-py"
-    directory.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for name in (*TRAIN_BATCHES, TEST_BATCH):
-        batch = {
-            b"labels": [int(v) for v in rng.integers(0, 10, 40)],
-            b"data": rng.integers(0, 256, (40, 3072), dtype=np.uint8),
-        }
-        (directory / name).write_bytes(pickle.dumps(batch, protocol=2))
-    monkeypatch.setattr(data_catalog, "N_VAL", 40)
-    return ["--data", "cifar10", "--data-dir", str(tmp_path / "cifar")]
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,6 @@ normalisation and augmentation, `ngrad list --model`, and user factories beside 
 from __future__ import annotations
 
 import json
-import pickle
 import shutil
 import subprocess
 import sys
@@ -13,14 +12,11 @@ import textwrap
 from pathlib import Path
 from typing import ClassVar
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from ngrad.cli import main
-from ngrad.data import catalog as data_catalog
-from ngrad.data.cifar import TEST_BATCH, TRAIN_BATCHES
 from ngrad.nn.losses import get_loss
 from ngrad.rules import REGISTRY, StepRecord, available_rules
 from ngrad.rules.base import NoOptions
@@ -59,27 +55,6 @@ def _stop_at(epoch):
 
 
 # ---------------------------------------------------------------- fixtures ------------------
-@pytest.fixture(scope="module")
-def cifar_dir(tmp_path_factory) -> Path:
-    """CIFAR-10 in its real file format, 40 random images per batch (160 train, 40 val, 40
-    test once N_VAL is 40)."""
-    root = tmp_path_factory.mktemp("cifar")
-    directory = root / "cifar-10-batches-py"
-    directory.mkdir()
-    rng = np.random.default_rng(0)
-    for name in (*TRAIN_BATCHES, TEST_BATCH):
-        batch = {
-            b"labels": [int(v) for v in rng.integers(0, 10, 40)],
-            b"data": rng.integers(0, 256, (40, 3072), dtype=np.uint8),
-        }
-        (directory / name).write_bytes(pickle.dumps(batch, protocol=2))
-    return root
-
-
-@pytest.fixture
-def cifar(cifar_dir, monkeypatch) -> list[str]:
-    monkeypatch.setattr(data_catalog, "N_VAL", 40)
-    return ["--data", "cifar10", "--data-dir", str(cifar_dir)]
 
 
 class ModuleBackprop(nn.Module):

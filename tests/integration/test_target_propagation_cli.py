@@ -1,16 +1,12 @@
 """The target-propagation family through the command line, on the 8x8 digits (tiny networks)."""
 
 import json
-import pickle
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from ngrad.cli import main
-from ngrad.data import catalog as data_catalog
 from ngrad.data import load_dataset
-from ngrad.data.cifar import TEST_BATCH, TRAIN_BATCHES
 from ngrad.rules import REGISTRY, get_rule_class
 from ngrad.rules.target_propagation.targets import TrainedFeedbackRule
 from ngrad.train.config import make_config
@@ -110,22 +106,6 @@ def test_resumed_run_draws_the_same_noise(tmp_path):
         return [{k: v for k, v in line.items() if k not in timings} for line in lines]
 
     assert without_times(_metrics(tmp_path / "cut")) == without_times(_metrics(tmp_path / "whole"))
-
-
-@pytest.fixture
-def cifar(tmp_path, monkeypatch) -> list[str]:
-    """CIFAR-10 in its real file format, 40 random images per batch (160 train, 40 val)."""
-    directory = tmp_path / "cifar" / "cifar-10-batches-py"
-    directory.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for name in (*TRAIN_BATCHES, TEST_BATCH):
-        batch = {
-            b"labels": [int(v) for v in rng.integers(0, 10, 40)],
-            b"data": rng.integers(0, 256, (40, 3072), dtype=np.uint8),
-        }
-        (directory / name).write_bytes(pickle.dumps(batch, protocol=2))
-    monkeypatch.setattr(data_catalog, "N_VAL", 40)
-    return ["--data", "cifar10", "--data-dir", str(tmp_path / "cifar")]
 
 
 @pytest.mark.parametrize("rule", LEARNED)
