@@ -1,0 +1,242 @@
+"""Test error against depth for BP, FA, KP, DTP, L-DRL, EP and PC on Fashion-MNIST, with and
+without residual connections where the rule can take them.
+
+    python benchmarks/depth_scaling.py [--depths 2,4,8] [--deep] [--model mlp|vgg] [--width 64]
+        [--epochs 10] [--train-subset 0] [--rules bp,fa,...] [--out DIR]
+        [--figure docs/figures/depth_scaling.png]
+
+Depth is the number of hidden layers, all of one width (``--width``): with ``--model mlp`` (the
+default, the cheapest setting that isolates depth) a tanh MLP 784 -> width x depth -> 10; with
+``--model vgg`` a conv net of ``depth`` 3x3 ReLU blocks of ``width`` channels, the first two
+max-pooled 2x2, then a linear classifier. ``--deep`` adds depth 16. Every rule trains the same
+network with the same budget: SGD lr 0.05, momentum 0.9, batch 128, cross-entropy, PyTorch's
+initialisation, each rule's ngrad defaults; test error at the epoch of best accuracy on 5,000
+held-out training images.
+
+Residual connections: ngrad ``Network``s (chains of ngrad layers, what DTP, L-DRL, EP and PC
+train) have none, and those rules' targets, energies and value nodes are defined on such chains,
+so they cannot take a residual network. The rules that train any ``torch.nn.Module``
+(``trains_modules``: BP and the feedback-alignment family, here bp, fa and kp) also train a
+residual MLP, ``residual_mlp`` below: the first hidden layer, then blocks h <- h + tanh(W h + b),
+then the classifier. Those get a dashed line;
+the others' residual points are left out and the output says why (the rule's own reason). With
+``--model vgg`` only the plain nets run.
+
+Output: one PNG (a line per rule, solid plain, dashed residual), a JSON of the numbers
+(``--out``/depth_scaling.json) and a table. Runs are resumable per run directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import torch
+from _common import REPO, default_data_dir
+from torch import nn
+
+from ngrad.errors import NgradError
+from ngrad.rules import REGISTRY, get_rule_class
+from ngrad.train.config import make_config
+from ngrad.train.loop import run_training
+from ngrad.train.runs import load_run_config
+
+RULES = ["bp", "fa", "kp", "dtp", "ldrl", "ep", "pc"]
+SETTINGS = {"batch_size": 128, "optimizer": "sgd", "lr": 0.05, "momentum": 0.9}
+
+
+class ResidualMLP(nn.Module):
+    """input -> width (tanh), then ``depth - 1`` blocks h + tanh(W h + b), then the classifier."""
+
+    def __init__(self, inputs: int, classes: int, width: int, depth: int) -> None:
+        super().__init__()
+        self.first = nn.Linear(inputs, width)
+        self.blocks = nn.ModuleList(nn.Linear(width, width) for _ in range(depth - 1))
+        self.last = nn.Linear(width, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(self.first(x.flatten(1)))
+        for block in self.blocks:
+            h = h + torch.tanh(block(h))
+        return self.last(h)
+
+
+def residual_mlp(input_shape, num_classes: int, width: int = 64, depth: int = 2) -> nn.Module:
+    """The model factory ``depth_scaling:residual_mlp`` (see the module's docstring)."""
+    return ResidualMLP(int(torch.tensor(input_shape).prod()), num_classes, width, depth)
+
+
+def model_settings(depth: int, residual: bool, args: argparse.Namespace) -> dict:
+    if residual:
+        return {
+            "model": "depth_scaling:residual_mlp",
+            "model_options": {"width": args.width, "depth": depth},
+        }
+    if args.model == "vgg":
+        options = {"channels": (args.width,) * depth, "pool": (1, 2), "activation": "relu"}
+        return {"model": "vgg", "model_options": options}
+    return {"model": "mlp", "hidden": (args.width,) * depth, "activation": "tanh"}
+
+
+def residual_refusal(rule: str) -> str | None:
+    """Why ``rule`` cannot train the residual MLP (None where it can)."""
+    cls = get_rule_class(rule)
+    if not getattr(cls, "trains_modules", False):
+        return "trains ngrad Networks (chains of layers) only; a residual net is not one"
+    return cls.unsupported_reason(residual_mlp((1, 28, 28), 10, 8, 2))
+
+
+def saved_summary(out: Path) -> dict | None:
+    path = out / "summary.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def train_or_resume(rule: str, depth: int, residual: bool, args: argparse.Namespace) -> dict:
+    """One point, trained or continued to ``args.epochs``; a diverged run keeps its best epoch."""
+    kind = "residual" if residual else args.model
+    out = Path(args.out) / kind / f"{rule}_depth{depth}"
+    saved = out / "config.json"
+    summary = saved_summary(out)
+    try:
+        if summary is not None and summary.get("status") == "diverged":
+            pass
+        elif (out / "checkpoint.pt").is_file() and saved.is_file():
+            config = load_run_config(out)
+            if config.epochs < args.epochs:
+                config = make_config(json.loads(saved.read_text()) | {"epochs": args.epochs})
+            summary = run_training(config, out, resume=True, progress=False).summary
+        else:
+            values = SETTINGS | model_settings(depth, residual, args)
+            values |= {
+                "rule": rule,
+                "data": "fashion-mnist",
+                "data_dir": args.data_dir,
+                "epochs": args.epochs,
+                "train_subset": args.train_subset,
+                "seed": args.seed,
+                "threads": 1,
+                "diagnostics_samples": 0,
+            }
+            summary = run_training(make_config(values), out, overwrite=True, progress=False).summary
+    except NgradError:
+        summary = saved_summary(out)
+        if summary is None or summary.get("status") != "diverged":
+            raise
+    return {
+        "rule": rule,
+        "depth": depth,
+        "residual": residual,
+        "model": kind,
+        "epochs_run": summary["epochs_completed"],
+        "status": summary.get("status"),
+        "test_error": 100 * (1 - summary["test_accuracy"]),
+    }
+
+
+def cell(row: dict | None) -> str:
+    if row is None:
+        return f"{'-':>7}"
+    mark = {"completed": "", "diverged": "!"}.get(row["status"], "*")
+    return f"{row['test_error']:.2f}{mark}".rjust(7)
+
+
+def plot(rows: list[dict], depths: list[int], title: str, path: Path) -> None:
+    figure, axis = plt.subplots(figsize=(8.5, 4.5))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for index, rule in enumerate(dict.fromkeys(row["rule"] for row in rows)):
+        for residual, style in ((False, "-"), (True, "--")):
+            mine = [r for r in rows if r["rule"] == rule and r["residual"] == residual]
+            if not mine:
+                continue
+            axis.plot(
+                [r["depth"] for r in mine],
+                [r["test_error"] for r in mine],
+                style,
+                marker="o",
+                color=colours[index % len(colours)],
+                label=f"{rule} (residual)" if residual else rule,
+            )
+    axis.set_xscale("log", base=2)
+    axis.set_xticks(depths, [str(d) for d in depths])
+    axis.set(xlabel="hidden layers", ylabel="test error % (best validation epoch)", title=title)
+    axis.axhline(90, color="grey", lw=0.8, ls=":")
+    axis.text(depths[-1], 90, "chance ", ha="right", va="bottom", fontsize=8, color="grey")
+    axis.margins(y=0.08)
+    axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--depths", default="2,4,8", help="hidden-layer counts")
+    parser.add_argument("--deep", action="store_true", help="add depth 16")
+    parser.add_argument("--model", choices=("mlp", "vgg"), default="mlp")
+    parser.add_argument("--width", type=int, default=64, help="units (mlp) or channels (vgg)")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--train-subset", type=int, default=0, help="first N images (0: all)")
+    parser.add_argument("--rules", default=",".join(RULES))
+    parser.add_argument("--residual", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data-dir", default=default_data_dir())
+    parser.add_argument("--out", default="results/depth_scaling")
+    parser.add_argument("--figure", default=str(REPO / "docs" / "figures" / "depth_scaling.png"))
+    args = parser.parse_args()
+    depths = [int(d) for d in args.depths.split(",")] + ([16] if args.deep else [])
+    rules = [name.strip() for name in args.rules.split(",") if name.strip()]
+    for rule in rules:
+        if rule not in REGISTRY:
+            raise SystemExit(f"unknown rule {rule!r}; available: {', '.join(REGISTRY)}")
+    refusals = {rule: residual_refusal(rule) for rule in rules}
+    residual = args.residual and args.model == "mlp"
+    rows = []
+    for rule in rules:
+        for with_skips in (False, True) if residual and refusals[rule] is None else (False,):
+            for depth in depths:
+                try:
+                    rows.append(train_or_resume(rule, depth, with_skips, args))
+                except NgradError as error:
+                    print(f"{rule} depth {depth}: {error}", flush=True)
+                    continue
+                print(json.dumps(rows[-1]), flush=True)
+    subset = f"{args.train_subset} training images" if args.train_subset else "55,000 images"
+    what = f"tanh MLP width {args.width}" if args.model == "mlp" else f"vgg ReLU {args.width} ch."
+    title = f"Fashion-MNIST ({subset}), {what}, {args.epochs} epochs, seed {args.seed}"
+    print(f"\n{title}; test error % by hidden layers (SGD lr 0.05, momentum 0.9, batch 128)")
+    print(f"{'rule':<16} " + " ".join(f"{d:>7}" for d in depths))
+    for rule in rules:
+        for with_skips in (False, True):
+            mine = {
+                r["depth"]: r for r in rows if r["rule"] == rule and r["residual"] == with_skips
+            }
+            if mine:
+                label = f"{rule} (residual)" if with_skips else rule
+                cells = [cell(mine.get(d)) for d in depths]
+                print(f"{label:<16} " + " ".join(cells))
+    print(
+        "test error at the epoch of best validation accuracy (epoch 0 = the untrained net); *: "
+        "the validation accuracy ended at chance (ngrad's verdict: did not learn); !: diverged "
+        "(NaN), its best epoch before that counts"
+    )
+    if residual:
+        for rule, reason in refusals.items():
+            if reason:
+                print(f"no residual line for {rule}: {reason}")
+    else:
+        print("no residual lines: residual nets are built for --model mlp only")
+    plot(rows, depths, title, Path(args.figure))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    numbers = {"title": title, "depths": depths, "rows": rows, "residual_refusals": refusals}
+    (out / "depth_scaling.json").write_text(json.dumps(numbers, indent=2))
+    print(f"figure: {args.figure}; numbers: {out / 'depth_scaling.json'}")
+
+
+if __name__ == "__main__":
+    main()
