@@ -37,14 +37,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
-from _common import REPO, default_data_dir
+from _common import REPO, default_data_dir, train_to
 from torch import nn
 
 from ngrad.errors import NgradError
 from ngrad.rules import REGISTRY, get_rule_class
-from ngrad.train.config import make_config
-from ngrad.train.loop import run_training
-from ngrad.train.runs import load_run_config
 
 RULES = ["bp", "fa", "kp", "dtp", "ldrl", "ep", "pc"]
 SETTINGS = {"batch_size": 128, "optimizer": "sgd", "lr": 0.05, "momentum": 0.9}
@@ -91,42 +88,25 @@ def residual_refusal(rule: str) -> str | None:
     return cls.unsupported_reason(residual_mlp((1, 28, 28), 10, 8, 2))
 
 
-def saved_summary(out: Path) -> dict | None:
-    path = out / "summary.json"
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
 def train_or_resume(rule: str, depth: int, residual: bool, args: argparse.Namespace) -> dict:
     """One point, trained or continued to ``args.epochs``; a diverged run keeps its best epoch."""
     kind = "residual" if residual else args.model
     out = Path(args.out) / kind / f"{rule}_depth{depth}"
-    saved = out / "config.json"
-    summary = saved_summary(out)
-    try:
-        if summary is not None and summary.get("status") == "diverged":
-            pass
-        elif (out / "checkpoint.pt").is_file() and saved.is_file():
-            config = load_run_config(out)
-            if config.epochs < args.epochs:
-                config = make_config(json.loads(saved.read_text()) | {"epochs": args.epochs})
-            summary = run_training(config, out, resume=True, progress=False).summary
-        else:
-            values = SETTINGS | model_settings(depth, residual, args)
-            values |= {
-                "rule": rule,
-                "data": "fashion-mnist",
-                "data_dir": args.data_dir,
-                "epochs": args.epochs,
-                "train_subset": args.train_subset,
-                "seed": args.seed,
-                "threads": 1,
-                "diagnostics_samples": 0,
-            }
-            summary = run_training(make_config(values), out, overwrite=True, progress=False).summary
-    except NgradError:
-        summary = saved_summary(out)
-        if summary is None or summary.get("status") != "diverged":
-            raise
+
+    def settings() -> dict:
+        values = SETTINGS | model_settings(depth, residual, args)
+        return values | {
+            "rule": rule,
+            "data": "fashion-mnist",
+            "data_dir": args.data_dir,
+            "epochs": args.epochs,
+            "train_subset": args.train_subset,
+            "seed": args.seed,
+            "threads": 1,
+            "diagnostics_samples": 0,
+        }
+
+    summary = train_to(out, args.epochs, settings)
     return {
         "rule": rule,
         "depth": depth,

@@ -33,12 +33,10 @@ import dataclasses
 import json
 from pathlib import Path
 
-from _common import default_data_dir, fmt
+from _common import default_data_dir, fmt, train_to
 
 from ngrad.errors import NgradError
 from ngrad.rules import get_rule_class
-from ngrad.train.config import make_config
-from ngrad.train.loop import run_training
 from ngrad.train.runs import load_run_config
 
 PUBLISHED_BUDGET = 100  # epochs
@@ -91,27 +89,18 @@ def settings(rule: str, epochs: int, args: argparse.Namespace, lr: float) -> dic
 def train_or_resume(rule: str, args: argparse.Namespace, lr: float) -> dict:
     """Train ``rule`` to ``args.epochs`` epochs, continuing its saved run where there is one."""
     out = Path(args.out) / rule
-    saved = out / "config.json"
-    if (out / "checkpoint.pt").is_file() and saved.is_file():
-        config = load_run_config(out)
-        if config.epochs < args.epochs:
-            values = json.loads(saved.read_text()) | {"epochs": args.epochs}
-            config = make_config(values)
-        result = run_training(config, out, resume=True, progress=args.progress)
-    else:
-        config = make_config(settings(rule, args.epochs, args, lr))
-        result = run_training(config, out, overwrite=True, progress=args.progress)
-    history = result.history
-    last = history[-1]
+    summary = train_to(
+        out, args.epochs, lambda: settings(rule, args.epochs, args, lr), args.progress
+    )
     return {
         "rule": rule,
-        "lr": config.lr,
-        "epochs_run": last["epoch"],
-        "status": result.summary.get("status"),
-        "test_error": 100 * (1 - result.summary["test_accuracy"]),
-        "final_test_error": 100 * (1 - last["test_accuracy"]),
-        "best_epoch": result.summary.get("best_epoch"),
-        "epoch_time_s": result.summary.get("epoch_time_s"),
+        "lr": load_run_config(out).lr,
+        "epochs_run": summary["epochs_completed"],
+        "status": summary.get("status"),
+        "test_error": 100 * (1 - summary["test_accuracy"]),
+        "final_test_error": 100 * (1 - summary["final_test_accuracy"]),
+        "best_epoch": summary.get("best_epoch"),
+        "epoch_time_s": summary.get("epoch_time_s"),
         "published_error": PUBLISHED_ERROR.get(rule),
     }
 

@@ -39,13 +39,10 @@ import json
 import statistics
 from pathlib import Path
 
-from _common import default_data_dir, fmt
+from _common import default_data_dir, fmt, train_to
 
 from ngrad.errors import NgradError
 from ngrad.rules import REGISTRY
-from ngrad.train.config import make_config
-from ngrad.train.loop import run_training
-from ngrad.train.runs import load_run_config
 
 # label -> (rule, rule options, published budget in epochs, source of the budget)
 VARIANTS: dict[str, tuple[str, dict, int | None, str]] = {
@@ -85,33 +82,11 @@ def settings(label: str, seed: int, args: argparse.Namespace) -> dict:
     }
 
 
-def saved_status(out: Path) -> dict | None:
-    """The saved summary of the run in ``out``, or None where it has none."""
-    path = out / "summary.json"
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
 def train_or_resume(label: str, seed: int, args: argparse.Namespace) -> dict:
     """Train ``label`` with ``seed`` to ``args.epochs`` epochs, continuing a saved run. A run that
     diverged is not retrained: its row keeps the test error of its best epoch before the NaN."""
     out = Path(args.out) / label / f"seed{seed}"
-    saved = out / "config.json"
-    summary = saved_status(out)
-    try:
-        if summary is not None and summary.get("status") == "diverged":
-            pass
-        elif (out / "checkpoint.pt").is_file() and saved.is_file():
-            config = load_run_config(out)
-            if config.epochs < args.epochs:
-                config = make_config(json.loads(saved.read_text()) | {"epochs": args.epochs})
-            summary = run_training(config, out, resume=True, progress=args.progress).summary
-        else:
-            config = make_config(settings(label, seed, args))
-            summary = run_training(config, out, overwrite=True, progress=args.progress).summary
-    except NgradError:
-        summary = saved_status(out)
-        if summary is None or summary.get("status") != "diverged":
-            raise
+    summary = train_to(out, args.epochs, lambda: settings(label, seed, args), args.progress)
     rule, options, _, _ = VARIANTS[label]
     return {
         "label": label,
