@@ -11,6 +11,8 @@
   schedule, random-number state, the settings and data it belongs to), atomic, loadable with
   ``torch.load(weights_only=True)``; ``--resume`` continues from it;
 - ``best.pt``: the rule's state at the best validation accuracy (model selection never sees test);
+- ``test_correct.npy``: per test sample, whether that state classifies it correctly (the paired
+  tests of ``ngrad compare``);
 - ``summary.json`` (status: completed, diverged, failed, interrupted or error, with the reason)
   and PNG plots (learning curves, angles to BP, weight alignment).
 
