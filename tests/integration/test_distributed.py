@@ -243,6 +243,7 @@ def test_torchrun_trains_one_run_written_by_rank_zero(tmp_path):
     assert result.stdout.count("results in") == 1, result.stdout  # rank 0 reports
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [0, 1]  # one writer
-    assert len(json.loads((out / "environment.json").read_text())) == 1
+    sessions = json.loads((out / "environment.json").read_text())
+    assert len(sessions) == 1 and sessions[0]["processes"] == 2
     assert json.loads((out / "summary.json").read_text())["epochs_completed"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["run"]

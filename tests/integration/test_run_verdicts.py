@@ -135,6 +135,28 @@ def test_resume_under_another_thread_count_warns(finished, tmp_path, capsys):
     assert len(json.loads((out / "environment.json").read_text())) == 2
 
 
+@pytest.mark.parametrize(
+    ("recorded", "warned"), [(2, "processes 2 -> 1"), (None, None)], ids=["two", "older_run"]
+)
+def test_resume_with_another_process_count_warns(recorded, warned, finished, tmp_path, capsys):
+    """A run trained on two data-parallel processes and resumed on one warns; an entry written
+    before the count was recorded stands for one process."""
+    out = Path(shutil.copytree(finished / "two", tmp_path / "two"))
+    sessions = json.loads((out / "environment.json").read_text())
+    assert sessions[0]["processes"] == 1
+    if recorded is None:
+        del sessions[0]["processes"]
+    else:
+        sessions[0]["processes"] = recorded
+    (out / "environment.json").write_text(json.dumps(sessions))
+    assert main(["train", "--resume", str(out), "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    if warned is None:
+        assert "resuming under other settings" not in err
+    else:
+        assert "resuming under other settings" in err and warned in err
+
+
 # ---------------------------------------------------------------- compare --------------------
 @pytest.mark.parametrize(
     ("rules", "fragment"),

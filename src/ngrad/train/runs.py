@@ -262,15 +262,19 @@ def read_metrics(path: Path, up_to_epoch: int) -> list[dict[str, Any]]:
 
 
 # -- where a run ran ---------------------------------------------------------------------------
-ENVIRONMENT_KEYS = ("torch", "threads", "device", "device_name")
+ENVIRONMENT_KEYS = ("torch", "threads", "device", "device_name", "processes")
+# what an entry written before a key existed stands for (runs then had one process)
+ENVIRONMENT_DEFAULTS: dict[str, Any] = {"processes": 1}
 
 
 def current_environment(device: str) -> dict[str, Any]:
     """What, besides the configuration, decides a run's numbers: library version, threads,
-    device. Results with the same seed agree bitwise only when these agree too."""
+    device, data-parallel processes. Results with the same seed agree bitwise only when these
+    agree too."""
     import torch
 
     from ngrad import __version__
+    from ngrad.train import distributed
 
     parsed = torch.device(device)
     name = platform.processor() or platform.machine()
@@ -281,6 +285,7 @@ def current_environment(device: str) -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "device": str(parsed),
         "device_name": name,
+        "processes": distributed.world_size(),
         "ngrad": __version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
@@ -304,9 +309,9 @@ def record_environment(directory: Path, device: str, epoch: int, resume: bool) -
     if sessions and isinstance(sessions[-1], dict):
         before = sessions[-1]
         changes = [
-            f"{key} {before.get(key)} -> {now[key]}"
+            f"{key} {before.get(key, ENVIRONMENT_DEFAULTS.get(key))} -> {now[key]}"
             for key in ENVIRONMENT_KEYS
-            if before.get(key) != now[key]
+            if before.get(key, ENVIRONMENT_DEFAULTS.get(key)) != now[key]
         ]
         if changes:
             warn(
