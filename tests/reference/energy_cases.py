@@ -1,5 +1,7 @@
 """Small float64 networks and batches shared by the energy-based rules' reference tests."""
 
+import math
+
 import torch
 
 import ngrad
@@ -29,3 +31,17 @@ def small_pooled_network(activation="tanh", seed=3):
         (1, 8, 8), (2, 3), 3, stride=1, pool=2, hidden=(5,), activation=activation
     )
     return network.double()
+
+
+def relative_error(actual, expected):
+    """|actual - expected| / |expected| over all the tensors together (Frobenius)."""
+    num = sum(float((a - e).pow(2).sum()) for a, e in zip(actual, expected, strict=True))
+    return math.sqrt(num / sum(float(e.pow(2).sum()) for e in expected))
+
+
+def min_cosine(actual, expected):
+    """The smallest cosine between matching tensors."""
+    return min(
+        float(a.flatten() @ e.flatten() / (a.norm() * e.norm()))
+        for a, e in zip(actual, expected, strict=True)
+    )

@@ -10,7 +10,14 @@ import math
 
 import pytest
 import torch
-from energy_cases import small_batch, small_conv_network, small_network, small_pooled_network
+from energy_cases import (
+    min_cosine,
+    relative_error,
+    small_batch,
+    small_conv_network,
+    small_network,
+    small_pooled_network,
+)
 
 import ngrad
 from ngrad.errors import ConfigError
@@ -29,18 +36,6 @@ def _parameters(network):
 
 def _grads(network):
     return [p.grad.clone() for p in _parameters(network)]
-
-
-def _relative_error(actual, expected):
-    num = sum(float((a - e).pow(2).sum()) for a, e in zip(actual, expected, strict=True))
-    return math.sqrt(num / sum(float(e.pow(2).sum()) for e in expected))
-
-
-def _min_cosine(actual, expected):
-    return min(
-        float(a.flatten() @ e.flatten() / (a.norm() * e.norm()))
-        for a, e in zip(actual, expected, strict=True)
-    )
 
 
 def bptt_gradient(network, x, y, loss, readout, gamma, steps=200):
@@ -82,9 +77,9 @@ def test_ep_update_converges_to_the_bptt_gradient_as_beta_shrinks(loss, gamma):
                 feedback_strength=gamma, **SETTLED,
             )  # fmt: skip
             rule.backward(x, y)
-            errors[nudging, beta] = _relative_error(_grads(network), oracle)
+            errors[nudging, beta] = relative_error(_grads(network), oracle)
             if beta == 1e-3:
-                assert _min_cosine(_grads(network), oracle) > 0.999
+                assert min_cosine(_grads(network), oracle) > 0.999
     # symmetric nudging: error O(beta^2), one-sided: O(beta)
     for coarse, fine in ((1e-1, 1e-2), (1e-2, 1e-3)):
         assert errors["symmetric", fine] < errors["symmetric", coarse] / 50
@@ -100,7 +95,7 @@ def test_implicit_fixed_point_gradient_equals_bptt(loss, gamma):
     states = rule.free_phase(rule.input_drive(x)).states
     weights, biases = rule.fixed_point_gradients(x, y, states)
     oracle = bptt_gradient(network, x, y, loss, loss != "mse", gamma)
-    assert _relative_error([*weights, *biases], oracle) < 1e-9
+    assert relative_error([*weights, *biases], oracle) < 1e-9
 
 
 def test_ep_on_a_convolutional_network_matches_the_bptt_gradient():
@@ -109,7 +104,7 @@ def test_ep_on_a_convolutional_network_matches_the_bptt_gradient():
     rule = ngrad.make_rule("ep", network, nudging_strength=1e-3, feedback_strength=0.5, **SETTLED)
     rule.backward(x, y)
     oracle = bptt_gradient(network, x, y, "cross_entropy", True, 0.5)
-    assert _relative_error(_grads(network), oracle) < 1e-5
+    assert relative_error(_grads(network), oracle) < 1e-5
 
 
 @pytest.mark.parametrize(("activation", "loss", "gamma"), [("sigmoid", "cross_entropy", 1.0),
@@ -123,14 +118,14 @@ def test_ep_on_a_max_pooled_conv_energy_converges_to_the_bptt_gradient(activatio
     rule = ngrad.make_rule("ep", network, loss, feedback_strength=gamma, **SETTLED)
     states = rule.free_phase(rule.input_drive(x)).states
     weights, biases = rule.fixed_point_gradients(x, y, states)
-    assert _relative_error([*weights, *biases], oracle) < 1e-8
+    assert relative_error([*weights, *biases], oracle) < 1e-8
     errors = {}
     for nudging in ("symmetric", "one_sided"):
         for beta in (1e-2, 1e-3):
             rule = ngrad.make_rule("ep", network, loss, nudging_strength=beta, nudging=nudging,
                                    feedback_strength=gamma, **SETTLED)  # fmt: skip
             rule.backward(x, y)
-            errors[nudging, beta] = _relative_error(_grads(network), oracle)
+            errors[nudging, beta] = relative_error(_grads(network), oracle)
     assert errors["symmetric", 1e-3] < 1e-5
     assert errors["symmetric", 1e-3] < errors["symmetric", 1e-2] / 50  # O(beta^2)
     assert errors["one_sided", 1e-3] < errors["one_sided", 1e-2] / 5  # O(beta)
@@ -156,7 +151,7 @@ def test_pooled_relaxation_never_raises_the_energy_and_both_schedules_agree(rule
                                tolerance=1e-13, **{phase: 300})  # fmt: skip
         rule.backward(x, y)
         updates.append(_grads(network))
-    assert _relative_error(updates[1], updates[0]) < 1e-9
+    assert relative_error(updates[1], updates[0]) < 1e-9
 
 
 def test_hopfield_rules_refuse_max_pooling_of_signed_units():
@@ -177,7 +172,7 @@ def test_ep_layer_errors_are_the_adjoint_of_the_fixed_point():
     cost = [torch.zeros_like(s) for s in states]
     cost[-1] = (states[-1] - torch.nn.functional.one_hot(y, 3).double()) / x.shape[0]
     adjoint, _, _ = fixed_point_gradient(network, x, states, cost, 1.0)
-    assert _relative_error(list(record.layer_errors), adjoint) < 1e-6
+    assert relative_error(list(record.layer_errors), adjoint) < 1e-6
 
 
 def test_ep_predicts_from_the_free_fixed_point_and_tends_to_feedforward_as_gamma_vanishes():
@@ -273,7 +268,7 @@ def test_synchronous_schedule_reaches_the_alternating_fixed_points(rule_name, ph
                                free_steps=400, tolerance=1e-13, **{phase: 400})  # fmt: skip
         rule.backward(x, y)
         updates.append(_grads(network))
-    assert _relative_error(updates[1], updates[0]) < 1e-9
+    assert relative_error(updates[1], updates[0]) < 1e-9
 
 
 def test_ep_diagnose_reports_energy_residual_and_angle_to_the_fixed_point_gradient():
@@ -304,7 +299,7 @@ def test_beta_times_ep_tends_to_chl_as_nudging_grows(gamma):
         ep = ngrad.make_rule("ep", network, "mse", nudging_strength=beta, nudging="one_sided",
                              feedback_strength=gamma, **SETTLED)  # fmt: skip
         ep.backward(x, y)
-        errors.append(_relative_error([beta * g for g in _grads(network)], expected))
+        errors.append(relative_error([beta * g for g in _grads(network)], expected))
     for coarse, fine in itertools.pairwise(errors):
         assert fine < 0.15 * coarse  # O(1 / beta)
     assert errors[-1] < 1e-3
@@ -351,7 +346,7 @@ def test_weak_feedback_chl_approaches_backprop():
                                clamped_steps=100, tolerance=0.0)  # fmt: skip
         rule.backward(x, y)
         updates = [layer.weight.grad for layer in network.layers]
-        angles.append(math.degrees(math.acos(min(1.0, _min_cosine(updates, reference)))))
+        angles.append(math.degrees(math.acos(min(1.0, min_cosine(updates, reference)))))
     assert angles[1] < angles[0] / 5 and angles[1] < 1.0
 
 

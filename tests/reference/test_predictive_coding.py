@@ -6,11 +6,17 @@ inference. Float64, except where float32 rounding is the point.
 """
 
 import itertools
-import math
 
 import pytest
 import torch
-from energy_cases import small_batch, small_conv_network, small_network, small_pooled_network
+from energy_cases import (
+    min_cosine,
+    relative_error,
+    small_batch,
+    small_conv_network,
+    small_network,
+    small_pooled_network,
+)
 
 import ngrad
 from ngrad.nn.losses import get_loss
@@ -25,18 +31,6 @@ from ngrad.rules.reference import backprop_reference
 
 def _weight_grads(network):
     return [layer.weight.grad.clone() for layer in network.layers]
-
-
-def _relative_error(actual, expected):
-    num = sum(float((a - e).pow(2).sum()) for a, e in zip(actual, expected, strict=True))
-    return math.sqrt(num / sum(float(e.pow(2).sum()) for e in expected))
-
-
-def _min_cosine(actual, expected):
-    return min(
-        float(a.flatten() @ e.flatten() / (a.norm() * e.norm()))
-        for a, e in zip(actual, expected, strict=True)
-    )
 
 
 def _exact_linear_equilibrium(network, x, y, clamping):
@@ -98,9 +92,9 @@ def test_pc_with_weak_output_clamping_approaches_backprop(kind, loss):
         rule = ngrad.make_rule("pc", network, loss, steps=300, inference_rate=0.3,
                                output_clamping=clamping, tolerance=0.0)  # fmt: skip
         rule.backward(x, y)
-        errors.append(_relative_error(_weight_grads(network),
+        errors.append(relative_error(_weight_grads(network),
                                       reference.weight_gradients))  # fmt: skip
-    assert _min_cosine(_weight_grads(network), reference.weight_gradients) > 0.999
+    assert min_cosine(_weight_grads(network), reference.weight_gradients) > 0.999
     for coarse, fine in itertools.pairwise(errors):
         assert fine < 0.15 * coarse  # O(gamma)
 
