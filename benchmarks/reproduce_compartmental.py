@@ -20,13 +20,17 @@ divided by BP's from the same script (on a loaded machine only the speed part's 
 are reliable). The papers trained for far longer than this budget: read the gap as where each rule
 stands after N epochs, not as a replication.
 
-Speed. One process, 784-500-500-10 tanh, batch 32, MNIST-shaped random inputs (arithmetic, not
+Speed. One process, 784-500-500-10 sigmoid, batch 32, MNIST-shaped random inputs (arithmetic, not
 accuracy): each repeat times ``--speed-batches`` steps of every rule in turn (interleaved, so load
 on the machine hits all rules alike); the ratio is the median over repeats of rule time / BP time.
 
-Published (T = third-party notes, U = unverified; docs/compartmental.md): microcircuit 1.96 %
-error on 784-500-500-10, Sacramento et al. 2018; segregated dendrites ~4.1 % with one hidden layer
-of 500, ~3.2 % with two, after 60 epochs, Guerguiev et al. 2017; burstprop ~1.1 % (3 x 500).
+Published MNIST test errors (V = read in the paper's text, U = not verified; sources and settings:
+docs/compartmental.md): microcircuit 1.96 % on 784-500-500-10 (BP 1.53 % in the same figure;
+Sacramento et al. 2018, Fig. 3B, V; epochs U); segregated dendrites 4.1 % with one hidden layer of
+500 and 3.2 % with two (500, 100) after 60 epochs of online learning (Guerguiev et al. 2017,
+Fig. 6B, V); burstprop 1.1 %, as BP and burstprop with learned feedback (Payeur et al. 2021, main
+text and Extended Data Fig. 8, V; that figure's network and epochs U, the authors' train_mnist.py
+defaults 3 x 500 and 500 epochs V).
 
 A long run at one budget, resumable, one thread (what docs/compartmental.md reports):
 
@@ -79,10 +83,11 @@ SETTINGS = {
         "momentum": 0.9,
     },
 }
+# V: the figure read in the paper's text; U: its budget not found (docs/compartmental.md)
 PUBLISHED = {
-    "microcircuit": "1.96 (T)",
-    "segregated": "~4.1 (1 hidden, U)",
-    "burstprop": "1.1 (T, 3x500)",
+    "microcircuit": "1.96 (V, epochs U)",
+    "segregated": "4.1 (V, 60 epochs)",
+    "burstprop": "1.1 (V, epochs U)",
 }
 
 

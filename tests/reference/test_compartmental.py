@@ -1,5 +1,7 @@
 """Float64 reference tests of the compartmental rules against autograd and closed forms."""
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -352,6 +354,88 @@ def test_segregated_apical_is_segregated_from_the_soma():
         expected = torch.sigmoid(output) @ block
         torch.testing.assert_close(layer["apical"], expected, rtol=1e-12, atol=1e-14)
     assert not torch.allclose(output[-1], output[0])  # the teacher moved the output
+
+
+def _reversal(targets, classes, excitatory, inhibitory):
+    """u_cond = y E_E + (1 - y) E_I, y the one-hot label."""
+    label = torch.nn.functional.one_hot(targets, classes).double()
+    return label * excitatory + (1 - label) * inhibitory
+
+
+def test_segregated_conductance_teacher_pulls_each_output_toward_its_reversal_potential():
+    """The paper's teacher (g_E = g_som y toward E_E = 8, g_I = g_som (1 - y) toward E_I = -8):
+    each output soma relaxes from its forward potential a toward a + lambda (u_cond - a); over
+    the window it averages that fixed point plus (a - fixed point) times the mean of
+    exp(-dt g_tot)^k over the window's steps k, and every unit moves toward its reversal
+    potential: the target unit up, the others down."""
+    network = dense_network(sizes=(12, 24, 4), activation="sigmoid")
+    x, y = random_batch((12,), 4)
+    rule = ngrad.make_rule("segregated", network, teacher="conductance")
+    forward, target = rule.phase_averages(x, y)
+    o, a = rule.options, network(x).detach()
+    reversal = _reversal(y, 4, 8.0, -8.0)
+    total = o.g_leak + o.g_dendrite + o.g_soma
+    fixed = a + o.g_soma / total * (reversal - a)
+    steps = range(o.target_steps - o.plateau_window + 1, o.target_steps + 1)
+    left = sum(math.exp(-o.dt * total * k) for k in steps) / o.plateau_window
+    torch.testing.assert_close(target.soma[-1], fixed + (a - fixed) * left, rtol=1e-12, atol=0)
+    torch.testing.assert_close(forward.soma[-1], a, rtol=0, atol=0)
+    moved = target.soma[-1] - a
+    assert torch.equal(torch.sign(moved), torch.sign(reversal - a))
+    assert bool(((target.soma[-1] - reversal).abs() < (a - reversal).abs()).all())
+    _, by_loss = ngrad.make_rule("segregated", network).phase_averages(x, y)
+    assert not torch.allclose(by_loss.soma[-1], target.soma[-1])  # the option changes the phase
+
+
+def test_segregated_conductance_teacher_limits():
+    """E_E = 1, E_I = 0 with the squared error: u_cond = y = u_trg, so every update is the loss
+    teacher's. Settled phases at E_E = 8, E_I = -8: the output update is autograd's gradient of
+    |a_L - u_cond|^2 / (2N) and the hidden one the closed-form plateau rule."""
+    x, y = random_batch((12,), 4)
+    updates = []
+    unit = {"teacher": "conductance", "reversal_excitatory": 1.0, "reversal_inhibitory": 0.0}
+    for options in ({}, unit):
+        network = dense_network(sizes=(12, 24, 24, 4), activation="sigmoid")
+        rule = ngrad.make_rule("segregated", network, loss="mse", **options)
+        rule.backward(x, y)
+        updates.append(_updates(rule))
+    assert max_relative_error(updates[1], updates[0]) < 1e-12
+    network = dense_network(sizes=(12, 24, 4), activation="sigmoid")
+    settled = {"forward_steps": 40, "target_steps": 40, "plateau_window": 4}
+    rule = ngrad.make_rule("segregated", network, teacher="conductance", **settled)
+    rule.backward(x, y)
+    top = network.layers[-1]
+    with torch.enable_grad():
+        loss = 0.5 * (network(x) - _reversal(y, 4, 8.0, -8.0)).pow(2).sum() / x.shape[0]
+        (gradient,) = torch.autograd.grad(loss, top.weight)
+    torch.testing.assert_close(top.weight.grad, gradient, rtol=1e-10, atol=1e-14)
+    assert max_relative_error(_updates(rule), closed_form_segregated_updates(rule, x, y)) < 1e-9
+
+
+def test_segregated_conductance_teacher_learns():
+    """300 SGD steps on a random linear teacher task with the paper's teacher and positive output
+    rates: the held-out loss falls and the hidden layer learns."""
+    network = dense_network(sizes=(12, 24, 4), activation="sigmoid")
+    rule = ngrad.make_rule("segregated", network, teacher="conductance", output_rates="sigmoid")
+    generator = torch.Generator().manual_seed(0)
+    teacher = torch.randn(12, 4, generator=generator, dtype=torch.float64)
+
+    def batch(n):
+        inputs = torch.randn(n, 12, generator=generator, dtype=torch.float64)
+        return inputs, (inputs @ teacher).argmax(dim=1)
+
+    held_x, held_y = batch(512)
+    first = network.layers[0].weight.detach().clone()
+    with torch.no_grad():
+        before = float(rule.loss(network(held_x), held_y))
+    optimiser = torch.optim.SGD(rule.parameters(), lr=0.1)
+    for _ in range(300):
+        rule.backward(*batch(32))
+        optimiser.step()
+    with torch.no_grad():
+        after = float(rule.loss(network(held_x), held_y))
+    assert after < 0.5 * before
+    assert float((network.layers[0].weight.detach() - first).abs().max()) > 0.1
 
 
 class _LinearPlateau(REGISTRY["segregated"]):

@@ -351,14 +351,21 @@ def check_plateau_mechanism_at_work(rule_name: str, **options) -> list[CheckResu
 def closed_form_segregated_updates(
     rule: SegregatedDendrites, inputs: Tensor, targets: Tensor
 ) -> list[Tensor]:
-    """Steady-state updates of a one-hidden-layer network, from the network's forward pass."""
+    """Steady-state updates of a one-hidden-layer network, from the network's forward pass.
+    The loss teacher moves the output by -lambda N dL/da_L; the conductance teacher by
+    lambda (u_cond - a_L), u_cond = y E_E + (1 - y) E_I, output error (a_L - u_cond) / N."""
     o = rule.options
     trace = rule.network.trace(inputs)
     nudge = o.g_soma / (o.g_leak + o.g_dendrite + o.g_soma)
     batch = inputs.shape[0]
-    output_error = rule.loss.output_error(
-        trace.pre_activations[-1], trace.output, targets, rule.network.layers[-1].activation
-    )
+    if o.teacher == "conductance":
+        label = torch.nn.functional.one_hot(targets, trace.output.shape[1]).to(trace.output.dtype)
+        reversal = label * o.reversal_excitatory + (1 - label) * o.reversal_inhibitory
+        output_error = (trace.output - reversal) / batch
+    else:
+        output_error = rule.loss.output_error(
+            trace.pre_activations[-1], trace.output, targets, rule.network.layers[-1].activation
+        )
     taught_output = trace.output - nudge * batch * output_error
     feedback = rule.feedback_matrices()[0]
     rate = torch.sigmoid if o.output_rates == "sigmoid" else (lambda u: u)

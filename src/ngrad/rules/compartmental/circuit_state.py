@@ -13,6 +13,7 @@ __all__ = [
     "CircuitState",
     "Readout",
     "Synapses",
+    "affine",
     "apical_potentials",
     "gather_synapses",
     "largest_move",
@@ -27,12 +28,13 @@ class CircuitState:
 
 @dataclass(frozen=True)
 class Synapses:
-    """The circuit's weights gathered once per batch (plain lists: no module look-ups per step)."""
+    """The circuit's weights gathered once per batch (plain lists: no module look-ups per step;
+    the matrices that act from the right are transposed views, taken once)."""
 
     activations: list  # f_l, l = 1..L
-    weight: list[Tensor]  # W_l
+    weight_t: list[Tensor]  # W_l^T
     bias: list  # b_l (or None)
-    predict: list[Tensor]  # W^IP_l
+    predict_t: list[Tensor]  # W^IP_l^T
     predict_bias: list[Tensor]  # b^I_l
     cancel: list[Tensor]  # W^PI_l
     top_down: list[Tensor]  # B_l
@@ -55,12 +57,18 @@ class Readout:
     interneuron_rates: list[Tensor]  # r^I_l
 
 
+def affine(inputs: Tensor, weight_t: Tensor, bias: Tensor | None) -> Tensor:
+    """inputs W^T + b from W^T (what ``F.linear(inputs, W, b)`` computes, without its transpose)."""
+    return inputs @ weight_t if bias is None else torch.addmm(bias, inputs, weight_t)
+
+
 def apical_potentials(
     rates: list[Tensor], interneuron_rates: list[Tensor], w: Synapses
 ) -> list[Tensor]:
-    """v_A,l = B_l r_{l+1} + W^PI_l r^I_l (rates r_0..r_L, interneuron rates r^I_l)."""
+    """v_A,l = B_l r_{l+1} + W^PI_l r^I_l (rates r_0..r_L, interneuron rates r^I_l); the second
+    product accumulates in place into the first (no copy)."""
     return [
-        torch.addmm(rates[i + 2] @ w.top_down[i], r, w.cancel[i])
+        torch.mm(rates[i + 2], w.top_down[i]).addmm_(r, w.cancel[i])
         for i, r in enumerate(interneuron_rates)
     ]
 
@@ -68,10 +76,13 @@ def apical_potentials(
 def gather_synapses(network, interneurons, top_down: list[Tensor]) -> Synapses:
     """The weights of ``network`` (its layers), of the ``interneurons`` and the top-down B_l."""
     layers = list(network.layers)
+    predict, predict_bias, cancel = interneurons.weights()
     return Synapses(
         [layer.activation for layer in layers],
-        [layer.weight for layer in layers],
+        [layer.weight.t() for layer in layers],
         [layer.bias for layer in layers],
-        *interneurons.weights(),
+        [weight.t() for weight in predict],
+        predict_bias,
+        cancel,
         top_down,
     )

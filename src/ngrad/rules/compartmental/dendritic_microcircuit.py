@@ -50,7 +50,6 @@ from typing import Literal
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from ngrad.nn.init import Init
 from ngrad.nn.network import Network
@@ -66,6 +65,7 @@ from ngrad.rules.compartmental.circuit_state import (
     CircuitState,
     Readout,
     Synapses,
+    affine,
     apical_potentials,
     gather_synapses,
     largest_move,
@@ -190,10 +190,10 @@ class DendriticMicrocircuit(LearningRule):
         input W_1 x + b_1 (it does not change within a batch), ``w`` the synapses."""
         f = w.activations
         rates = [inputs.flatten(1)] + [f[i](u) for i, u in enumerate(state.soma)]
-        basal = [drive] + [F.linear(rates[i], w.weight[i], w.bias[i]) for i in range(1, len(f))]
+        basal = [drive] + [affine(rates[i], w.weight_t[i], w.bias[i]) for i in range(1, len(f))]
         interneuron_rates = [f[i + 1](u) for i, u in enumerate(state.interneuron)]
         dendrite = [
-            F.linear(rates[i + 1], w.predict[i], w.predict_bias[i])
+            affine(rates[i + 1], w.predict_t[i], w.predict_bias[i])
             for i in range(len(interneuron_rates))
         ]
         apical = apical_potentials(rates, interneuron_rates, w)
@@ -282,13 +282,12 @@ class DendriticMicrocircuit(LearningRule):
             for i, (c, rate) in enumerate(zip(compensated, rates, strict=True))
         ]
 
-    def _write_forward_updates(
-        self, state: CircuitState, read: Readout, scales: list[float]
-    ) -> list[Tensor]:
-        """Urbanczik-Senn on every basal synapse, divided by ``scales``; returns the errors."""
+    def _write_forward_updates(self, read: Readout, scales: list[float]) -> list[Tensor]:
+        """Urbanczik-Senn on every basal synapse (f(u_l) is the readout's rate r_l), divided by
+        ``scales``; returns the errors."""
         errors = []
         for i, layer in enumerate(self.network.layers):
-            mismatch = layer.activation(state.soma[i]) - layer.activation(read.basal[i])
+            mismatch = read.rates[i + 1] - layer.activation(read.basal[i])
             error = mismatch.div(-scales[i])
             write_layer_update(
                 layer, layer.weight_gradient(error, read.rates[i]), layer.bias_gradient(error)
@@ -296,16 +295,16 @@ class DendriticMicrocircuit(LearningRule):
             errors.append(error)
         return errors
 
-    def _learn_interneurons(self, forward_state, forward: Readout, state, read, scales) -> None:
+    def _learn_interneurons(self, forward: Readout, read: Readout, scales: list[float]) -> None:
         """Learned interneurons, after a batch with teacher: the teacher-induced part of the
         pyramid -> interneuron mismatch goes to ``.grad`` at the predicted layer's scale (nudged
         by the same teacher, they move with the synapses they predict); the forward phase's
         mismatch and apical residue are removed by the interneurons' own normalised,
         momentum-free steps (``interneuron_rate``), applied in place."""
         nudge, upper = self._constants()["interneuron_nudge"], list(self.network.layers)[1:]
-        taught = self.interneurons.mismatches(upper, state.interneuron, read.interneuron_dendrite)
-        untaught = self.interneurons.mismatches(
-            upper, forward_state.interneuron, forward.interneuron_dendrite
+        taught, untaught = (
+            self.interneurons.mismatches(upper, r.interneuron_rates, r.interneuron_dendrite)
+            for r in (read, forward)
         )
         factors = [-1.0 / (nudge * scale) for scale in scales[1:]]
         changes = [t - u for t, u in zip(taught, untaught, strict=True)]
@@ -321,15 +320,13 @@ class DendriticMicrocircuit(LearningRule):
             layers, rate = self.network.layers, self.options.top_down_rate
             write_top_down_updates(self.feedback, layers, state.soma, read.rates, rate)
 
-    def _series(self, forward: Readout, taught: Readout | None, state) -> dict[str, list]:
+    def _series(self, forward: Readout, taught: Readout | None) -> dict[str, list]:
         read = taught if taught is not None else forward
         series = {
             "apical_potential_by_layer": [root_mean_square(a) for a in read.apical],
             "interneuron_prediction_error_by_layer": [
-                root_mean_square(upper - self.network.layers[i + 1].activation(u))
-                for i, (u, upper) in enumerate(
-                    zip(state.interneuron, forward.rates[2:], strict=True)
-                )
+                root_mean_square(upper - rate)
+                for rate, upper in zip(forward.interneuron_rates, forward.rates[2:], strict=True)
             ],
         }
         if taught is not None:
@@ -342,14 +339,14 @@ class DendriticMicrocircuit(LearningRule):
     def backward(self, inputs: Tensor, targets: Tensor) -> StepRecord:
         if self.options.interneurons == "ideal":
             self.make_self_predicting()
-        state, forward, taught_state, taught = self._phases(inputs, targets)
+        state, forward, _, taught = self._phases(inputs, targets)
         scales = self._layer_scales(inputs.shape[0])
-        errors = self._write_forward_updates(taught_state, taught, scales)
+        errors = self._write_forward_updates(taught, scales)
         self._write_top_down_updates(state, forward)
         if self.options.interneurons == "learned":
-            self._learn_interneurons(state, forward, taught_state, taught, scales)
+            self._learn_interneurons(forward, taught, scales)
         output = state.soma[-1]
-        series = self._series(forward, taught, state)
+        series = self._series(forward, taught)
         overall, series["apical_residue_ratio_by_layer"] = residue_ratios(
             forward.apical, taught.apical
         )
@@ -370,7 +367,7 @@ class DendriticMicrocircuit(LearningRule):
         ]
         upper = list(self.network.layers)[1:]
         mismatches = self.interneurons.mismatches(
-            upper, state.interneuron, forward.interneuron_dendrite
+            upper, forward.interneuron_rates, forward.interneuron_dendrite
         )
         self.interneurons.write_prediction_updates(mismatches, forward.rates[1:-1], factors)
         self.interneurons.write_cancellation_updates(
@@ -378,8 +375,8 @@ class DendriticMicrocircuit(LearningRule):
         )
         self._write_top_down_updates(state, forward)
         unscaled = [float(inputs.shape[0])] * len(forward.basal)
-        self._write_forward_updates(state, forward, unscaled)
-        return self._series(forward, None, state)
+        self._write_forward_updates(forward, unscaled)
+        return self._series(forward, None)
 
     @torch.no_grad()
     def compartment_trace(self, inputs: Tensor, targets: Tensor) -> CompartmentTrace:
@@ -387,7 +384,7 @@ class DendriticMicrocircuit(LearningRule):
         states: list[CircuitState] = []
         self._phases(inputs, targets, states, tolerance=0.0)  # every step, for the picture
         w = self._synapses()
-        drive = F.linear(inputs.flatten(1), w.weight[0], w.bias[0])
+        drive = affine(inputs.flatten(1), w.weight_t[0], w.bias[0])
         record = [self._read(inputs, state, drive, w) for state in states]
         k = self._constants()
         count = len(self.network.layers)

@@ -47,6 +47,7 @@ class Interneurons(nn.Module):
         self.interneuron_to_pyramid = nn.ParameterList(
             nn.Parameter(torch.empty_like(layer.weight.detach())) for layer in upper_layers
         )
+        self._zero_gradients: dict[int, Tensor] = {}  # W^PI's .grad, reused (track)
 
     @torch.no_grad()
     def make_self_predicting(self, upper_layers: Sequence[Layer], top_down: list[Tensor]) -> None:
@@ -82,25 +83,15 @@ class Interneurons(nn.Module):
             )
         ]
 
-    def apical(
-        self, upper_rates: Sequence[Tensor], rates: Sequence[Tensor], top_down: list[Tensor]
-    ) -> list[Tensor]:
-        """v_A,l = B_l r_{l+1} + W^PI_l r^I_l (``upper_rates`` r_2..r_L, ``rates`` r^I_l)."""
-        return [
-            torch.addmm(upper @ feedback, interneuron, self.interneuron_to_pyramid[i])
-            for i, (upper, interneuron, feedback) in enumerate(
-                zip(upper_rates, rates, top_down, strict=True)
-            )
-        ]
-
     @staticmethod
     def mismatches(
-        upper_layers: Sequence[Layer], somata: Sequence[Tensor], dendrites: Sequence[Tensor]
+        upper_layers: Sequence[Layer], rates: Sequence[Tensor], dendrites: Sequence[Tensor]
     ) -> list[Tensor]:
-        """f(u^I_l) - f(v^_I,l) per population, f the predicted layer's activation."""
+        """f(u^I_l) - f(v^_I,l) per population, f the predicted layer's activation, from the
+        interneuron rates r^I_l = f(u^I_l) a readout already holds."""
         return [
-            layer.activation(u) - layer.activation(v)
-            for layer, u, v in zip(upper_layers, somata, dendrites, strict=True)
+            rate - layer.activation(v)
+            for layer, rate, v in zip(upper_layers, rates, dendrites, strict=True)
         ]
 
     def write_prediction_updates(
@@ -109,7 +100,7 @@ class Interneurons(nn.Module):
         """Pyramid -> interneuron synapses: (f(u^I_l) - f(v^_I,l)) r_l^T times ``factors[l]``
         (negative: the step's rate and normalisation) into ``.grad``."""
         for i, (mismatch, factor) in enumerate(zip(mismatches, factors, strict=True)):
-            gradient = mismatch.t() @ hidden_rates[i] * factor
+            gradient = torch.mm(mismatch.t(), hidden_rates[i]).mul_(factor)
             assign_gradient(self.pyramid_to_interneuron[i], gradient)
             assign_gradient(self.bias[i], mismatch.sum(dim=0) * factor)
 
@@ -144,9 +135,15 @@ class Interneurons(nn.Module):
         for target, change in zip(targets, steps, strict=True):
             target.add_(change)
         # W^PI learns by these steps alone: its share of the optimiser's step is zero (the
-        # contract: every trained parameter gets a .grad)
-        for weight in self.interneuron_to_pyramid:
-            assign_gradient(weight, torch.zeros_like(weight))
+        # contract: every trained parameter gets a .grad). The zeros are kept from batch to batch
+        # (only the optimiser reads them), not allocated and filled anew.
+        for index, weight in enumerate(self.interneuron_to_pyramid):
+            zeros = self._zero_gradients.get(index)
+            if zeros is not None and weight.grad is zeros:
+                continue
+            if zeros is None or not _same_layout(zeros, weight):
+                zeros = self._zero_gradients[index] = torch.zeros_like(weight)
+            assign_gradient(weight, zeros)
 
     def write_cancellation_updates(
         self, apical: Sequence[Tensor], rates: Sequence[Tensor], rate: float
@@ -157,6 +154,10 @@ class Interneurons(nn.Module):
             gradient = presynaptic.t() @ potential
             gradient *= rate / (presynaptic.shape[0] * input_power(presynaptic))
             assign_gradient(self.interneuron_to_pyramid[i], gradient)
+
+
+def _same_layout(tensor: Tensor, like: Tensor) -> bool:
+    return (tensor.shape, tensor.dtype, tensor.device) == (like.shape, like.dtype, like.device)
 
 
 def residue_ratio(forward_apical: Sequence[Tensor], taught_apical: Sequence[Tensor]) -> float:

@@ -35,8 +35,21 @@ potential has mean ``feedback_mean`` and spread ``feedback_spread``: the plateau
 signal without saturating.
 Every update is divided by lambda N sigma'(0) (times sigma'(0) for sigmoid output rates), lambda =
 g_som / (g_L + g_D + g_som), which makes the output update BP's gradient and a hidden update
-DFA's (BP's for one hidden layer with Y = W_L) when the apical potential is near 0. What is kept,
-what is simplified and the defaults: ``docs/compartmental.md``.
+DFA's (BP's for one hidden layer with Y = W_L) when the apical potential is near 0.
+
+Teacher (``teacher``). ``loss`` (default): u_trg = a_L - N dL/da_L as above. ``conductance``: the
+paper's (its Materials and methods, target phase): the output somata receive the current
+I = g_E (E_E - C_L) + g_I (E_I - C_L) with g_E = g_som y, g_I = g_som (1 - y), y the one-hot label
+(the target unit is excited, the others inhibited; the paper: g_E + g_I = 1, E_E = 8, E_I = -8).
+As g_E + g_I = g_som for every unit this is the nudging above with
+
+    u_trg = u_cond = y E_E + (1 - y) E_I          (``reversal_excitatory``, ``reversal_inhibitory``)
+
+so the target phase settles at C_L = (1 - lambda) v^_B,L + lambda u_cond, and at its fixed point
+the output update is the gradient of |a_L - u_cond|^2 / (2 N): the squared error toward the
+reversal potentials, whatever ``loss`` reports. With E_E = 1, E_I = 0 and the squared-error loss
+it is the ``loss`` teacher exactly. What is kept, what is simplified and the defaults:
+``docs/compartmental.md``.
 """
 
 from __future__ import annotations
@@ -46,6 +59,7 @@ from typing import Literal
 
 import torch
 from torch import Tensor
+from torch.nn import functional as F
 
 from ngrad.nn.activations import SIGMOID_SLOPE_AT_ZERO
 from ngrad.nn.network import Network
@@ -78,6 +92,9 @@ class SegregatedOptions:
     feedback_mean: float = 0.5  # mean apical potential when every output reads 1/2
     feedback_spread: float = 1.0  # its standard deviation across units
     output_rates: Literal["sigmoid", "potential"] = "potential"  # apical reads u_L or sigma(u_L)
+    teacher: Literal["loss", "conductance"] = "loss"  # toward a_L - N dL/da_L, or paper's g_E, g_I
+    reversal_excitatory: float = 8.0  # E_E: where g_E pulls the target unit (teacher=conductance)
+    reversal_inhibitory: float = -8.0  # E_I: where g_I pulls the other units (teacher=conductance)
 
     def __post_init__(self) -> None:
         check_bounds(
@@ -86,6 +103,11 @@ class SegregatedOptions:
             non_negative=("g_leak",),
             at_least_one=("plateau_window",),
         )
+        if self.reversal_excitatory <= self.reversal_inhibitory:
+            raise ValueError(
+                "option 'reversal_excitatory' must be above 'reversal_inhibitory', got "
+                f"{self.reversal_excitatory} <= {self.reversal_inhibitory}"
+            )
         for name in ("forward_steps", "target_steps"):
             if getattr(self, name) < self.plateau_window:
                 raise ValueError(
@@ -159,6 +181,17 @@ class SegregatedDendrites(LearningRule):
         """alpha = sigma(A): the plateau potential of an apical potential averaged over a window."""
         return torch.sigmoid(apical)
 
+    def target_potential(self, potential: Tensor, targets: Tensor) -> Tensor:
+        """Where the target phase's teacher pulls the output somata (``potential``: their forward
+        potentials): u_trg = a_L - N dL/da_L, or with ``teacher="conductance"`` the reversal
+        potential of each unit's nudging conductance, u_cond = y E_E + (1 - y) E_I."""
+        o = self.options
+        if o.teacher == "loss":
+            return teacher_potential(self.loss, potential, targets)
+        excited = F.one_hot(targets, potential.shape[1]).to(potential.dtype)  # g_E / g_som
+        span = o.reversal_excitatory - o.reversal_inhibitory
+        return excited.mul_(span).add_(o.reversal_inhibitory)
+
     # -- dynamics ------------------------------------------------------------------------------
     def _phases(self, inputs: Tensor, targets: Tensor, visited=None):
         """The two phases. The forward phase starts settled on the input (its equilibrium: the
@@ -175,7 +208,7 @@ class SegregatedDendrites(LearningRule):
         forward = PhaseAverages(soma, rates, apical, [self.plateau(a) for a in apical])
         if visited is not None:
             visited.extend([(soma, apical, soma)] * o.forward_steps)
-        teacher = teacher_potential(self.loss, top, targets)
+        teacher = self.target_potential(top, targets)
         equilibrium = torch.lerp(top, teacher, self._nudge())
         rate = relaxation_rate(o.dt, o.g_leak + o.g_dendrite + o.g_soma)
         output, total, total_rate = top, torch.zeros_like(top), torch.zeros_like(top)
