@@ -25,6 +25,7 @@ from ngrad.nn.losses import get_loss
 from ngrad.rules import get_rule_class
 from ngrad.rules.energy_based.energy import hopfield_energy, relax
 from ngrad.rules.energy_based.fixed_point import fixed_point_gradient
+from ngrad.rules.energy_based.relaxation import relax_groups
 from ngrad.rules.reference import backprop_reference
 
 SETTLED = {"free_steps": 200, "nudged_steps": 200, "tolerance": 0.0}  # fixed points (1e-15)
@@ -255,6 +256,38 @@ def test_a_phase_cut_short_reports_its_residual_and_the_samples_that_settled():
     fixed = ngrad.make_rule("ep", network, free_steps=7, nudged_steps=4, tolerance=0.0)
     record = fixed.backward(x, y)  # tolerance 0: every phase runs all its steps
     assert record.scalars["free_steps_used"] == 7 and record.scalars["nudged_steps_used"] == 4
+
+
+@pytest.mark.parametrize("schedule", ["alternating", "synchronous"])
+@pytest.mark.parametrize("kind", ["dense", "pooled"])
+def test_stacked_nudged_phases_each_stop_as_if_run_alone(kind, schedule):
+    """Symmetric EP runs its +beta and -beta phases as one batch of 2N; each block stops at its
+    own step (held there after), read every step or only every 16 (as off the CPU). Pooled: the
+    top relaxed layer is a max-pooled conv layer nudged through a readout."""
+    if kind == "dense":
+        network, (x, y), loss = small_network(), small_batch(), "mse"
+    else:
+        torch.manual_seed(3)
+        network = ngrad.convnet((1, 8, 8), (2, 3), 3, stride=1, pool=2, activation="relu")
+        network, (x, y), loss = network.double(), small_batch((1, 8, 8), n=8), "cross_entropy"
+    beta = 0.3 if kind == "dense" else 1.0  # the two blocks settle at different steps
+    rule = ngrad.make_rule("ep", network, loss, nudging_strength=beta, feedback_strength=0.5,
+                           tolerance=1e-7, schedule=schedule)  # fmt: skip
+    drive = rule.input_drive(x)
+    free = rule.free_phase(drive).states
+    alone = [rule.phase(drive, free, 300, rule.nudged_update(y, sign)) for sign in (1.0, -1.0)]
+    assert alone[0].steps_used != alone[1].steps_used  # one block is held while the other runs
+    stacked = [torch.cat([state, state]) for state in free]
+    update = rule.nudged_update(y.repeat(2), (1.0, -1.0))
+    for every in (1, 16):
+        blocks = relax_groups(network, torch.cat([drive, drive]), stacked, 300, update, 0.5,
+                              schedule, 1e-7, 2, check_every=every)  # fmt: skip
+        for block, single in zip(blocks, alone, strict=True):
+            assert block.steps_used == single.steps_used
+            assert block.residual == pytest.approx(single.residual, rel=1e-9)
+            assert block.settled_fraction == single.settled_fraction == 1.0
+            for a, b in zip(block.states, single.states, strict=True):
+                torch.testing.assert_close(a, b, rtol=0, atol=1e-14)
 
 
 @pytest.mark.parametrize(("rule_name", "phase"), [("ep", "nudged_steps"), ("chl", "clamped_steps")])

@@ -112,6 +112,30 @@ def test_pc_without_inference_updates_only_the_output_layer_as_bp_does():
     torch.testing.assert_close(record.output, network(x), rtol=0, atol=0)  # feedforward prediction
 
 
+@pytest.mark.parametrize("kind", ["dense", "pooled"])
+def test_pc_skips_only_the_products_of_errors_that_are_provably_zero(kind):
+    """From the feedforward start, step t moves only the top t + 1 value nodes, and the inference
+    skips the products below them; the oracle recomputes every error and prediction each step."""
+    network = small_network() if kind == "dense" else small_pooled_network("relu")
+    x, y = small_batch() if kind == "dense" else small_batch((1, 8, 8), n=8)
+    rule = ngrad.make_rule("pc", network, steps=5, inference_rate=0.3, tolerance=0.0)
+    inference = rule.infer(x, y)
+    assert inference.rate_halvings == 0  # plain gradient steps, as the oracle's
+    trace = network.trace(x)
+    state = feedforward_state(network, trace, rule.loss, y, 0.1)
+    for step, visited in enumerate(inference.visited[1:]):
+        with torch.no_grad():
+            gradients = state_gradients(network, state)
+            values = [v - 0.3 * g for v, g in zip(state.values, gradients, strict=True)]
+            state = prediction_errors(network, rule.loss, trace.pre_activations[0], values, y,
+                                      0.1, trace.switches_of(0))  # fmt: skip
+        moved = [float((a - b).abs().max()) > 0 for a, b in
+                 zip(state.values, inference.visited[0].values, strict=True)]  # fmt: skip
+        assert moved == [index >= len(moved) - 1 - step for index in range(len(moved))]
+        for a, b in zip(visited.errors + visited.values, state.errors + state.values, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-15)
+
+
 def test_pc_default_inference_lowers_the_free_energy_at_every_step():
     network = small_network()
     x, y = small_batch()

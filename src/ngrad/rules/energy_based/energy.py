@@ -30,15 +30,13 @@ readout of s_{L-1} outside the energy (Laborieux et al. 2021's cross-entropy var
 relaxed layer takes a ``top_update(u_M, s_M)``: f_M(u_M) in the free phase, the nudged or clamped
 rule otherwise.
 
-A phase runs at most a given number of steps and stops earlier once it has settled: once no state
-of any sample moved by more than a tolerance in the last step. Its residual, max |s^t - s^{t-1}|
-of the last step, is the violation of the fixed-point equation at the state before that step.
+``relaxation.py`` runs these dynamics: phases of at most a given number of steps that stop once
+settled (no state moved by more than a tolerance in a step), and stacked blocks of samples.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -48,6 +46,14 @@ from ngrad.nn.layers import DenseLayer, Layer
 from ngrad.nn.losses import Loss
 from ngrad.nn.network import Network
 from ngrad.rules.base import write_layer_update
+from ngrad.rules.energy_based.relaxation import (
+    Relaxation,
+    TopUpdate,
+    add_top_down,
+    is_pooled,
+    largest_change,
+    relax,
+)
 
 __all__ = [
     "ENERGY_INTEGRALS",
@@ -65,8 +71,6 @@ __all__ = [
     "relax",
     "write_contrastive_gradients",
 ]
-
-TopUpdate = Callable[[Tensor, Tensor], Tensor]  # (drive u_M, current s_M) -> new s_M
 
 
 def _tanh_integral(s: Tensor) -> Tensor:
@@ -110,178 +114,6 @@ def bottom_up(layer: Layer, below: Tensor) -> Tensor:
     if isinstance(layer, DenseLayer) and layer.bias is not None:
         return torch.addmm(layer.bias, below.flatten(1), layer.weight.t())
     return layer.pre_activation(below)
-
-
-def add_top_down(
-    drive: Tensor,
-    layer_above: Layer,
-    above: Tensor,
-    strength: float,
-    in_place: bool,
-    switches: Tensor | None = None,
-) -> Tensor:
-    """drive + strength W_{l+1}^T s_{l+1}; ``in_place`` only where ``drive`` is a fresh tensor.
-    A pooled layer above sends it back through ``switches``, its pooling's at s_l."""
-    if isinstance(layer_above, DenseLayer) and drive.dim() == 2:
-        if in_place:
-            return drive.addmm_(above, layer_above.weight, alpha=strength)
-        return torch.addmm(drive, above, layer_above.weight, alpha=strength)
-    back = layer_above.transpose(above, layer_above.weight, drive.shape, switches=switches)
-    if in_place:
-        return drive.add_(back, alpha=strength)
-    return drive.add(back, alpha=strength)
-
-
-def is_pooled(layer: Layer) -> bool:
-    """Whether ``layer`` max-pools (its linear map depends on where the maxima sit)."""
-    return getattr(layer, "pool", 1) > 1
-
-
-@dataclass(frozen=True)
-class Relaxation:
-    """States s_1..s_M after ``steps_used`` steps. ``residual``: the largest |s^t - s^{t-1}| of
-    the last step; ``settled_fraction``: the fraction of samples whose own largest change in that
-    step was within the phase's tolerance (those the tolerance counts as settled)."""
-
-    states: list[Tensor]
-    residual: float
-    steps_used: int
-    settled_fraction: float
-
-
-@torch.no_grad()
-def relax(
-    network: Network,
-    input_drive: Tensor,
-    states: Sequence[Tensor],
-    steps: int,
-    top_update: TopUpdate | None,
-    feedback_strength: float = 1.0,
-    schedule: str = "alternating",
-    tolerance: float = 0.0,
-) -> Relaxation:
-    """Run at most ``steps`` steps of s_l <- f_l(u_l) (the top layer through ``top_update``, or
-    held where it is None: clamped) from ``states``; ``input_drive`` = W_1 x + b_1 is computed once
-    per batch by the caller. With a positive ``tolerance`` it stops once no state moved by more
-    in a step (checked every step); with 0 it runs every step."""
-    if not states or steps < 1:
-        return Relaxation(list(states), float("inf"), 0, 0.0)
-    top = len(states) - 1
-    order = _order(top + 1, schedule)
-    if top_update is None:
-        order = [index for index in order if index != top]
-    layers = list(network.layers)
-    # bind each layer's pieces once per phase: the loop below runs per step
-    ascend = [_bottom_up_of(layer) for layer in layers[: top + 1]]
-    descend = [_top_down_of(layer, feedback_strength) for layer in layers[1 : top + 1]]
-    functions = [_in_place(layer.activation) for layer in layers[:top]]
-    current = list(states)
-    # switches[l]: where layer l's pooling takes its maxima at its input s_{l-1} (None: unpooled);
-    # a layer's bottom-up product refreshes them, and they stay right for the top-down pass
-    # because each layer is updated between two updates of the layer below it
-    pooled = [index > 0 and is_pooled(layer) for index, layer in enumerate(layers[: top + 1])]
-    switches = [
-        layers[index].switches(current[index - 1]) if pooled[index] else None
-        for index in range(top + 1)
-    ]
-    held_pooled_top = top_update is None and pooled[top]
-
-    def from_below(index: int) -> Tensor:
-        if index == 0:
-            return input_drive
-        drive, switches[index] = ascend[index](current[index - 1])
-        return drive
-
-    def finish(index: int, drive: Tensor) -> Tensor:
-        if index < top:  # the top-down sum is a fresh tensor: f may overwrite it
-            drive = descend[index](drive, current[index + 1], index > 0, switches[index + 1])
-            return functions[index](drive)
-        return top_update(drive, current[index])
-
-    change, used = None, 0
-    for step in range(steps):
-        previous = list(current)
-        if schedule == "synchronous":
-            drives = {index: from_below(index) for index in order}  # all from the old state
-            current = [finish(i, drives[i]) if i in drives else current[i] for i in range(top + 1)]
-        else:
-            for index in order:
-                current[index] = finish(index, from_below(index))
-                if held_pooled_top and index == top - 1:
-                    switches[top] = layers[top].switches(current[index])
-        if held_pooled_top and schedule == "synchronous":
-            switches[top] = layers[top].switches(current[top - 1])
-        used = step + 1
-        if tolerance > 0 or used == steps:
-            change = largest_change(current, previous)
-            if tolerance > 0 and float(change.max()) <= tolerance:
-                break
-    settled = float((change <= tolerance).sum()) / change.numel()
-    return Relaxation(current, float(change.max()), used, settled)
-
-
-def largest_change(new: Sequence[Tensor], old: Sequence[Tensor]) -> Tensor:
-    """max |new - old| over the units of every layer, per sample (held layers moved by 0)."""
-    change = torch.zeros(new[0].shape[0], dtype=new[0].dtype, device=new[0].device)
-    for after, before in zip(new, old, strict=True):
-        if after is not before:
-            change = torch.maximum(change, (after - before).abs_().flatten(1).amax(1))
-    return change
-
-
-# Activations applied in place to a drive the relaxation owns (one allocation less per update).
-_IN_PLACE: dict[str, Callable[[Tensor], Tensor]] = {
-    "sigmoid": torch.sigmoid_,
-    "tanh": torch.tanh_,
-    "relu": torch.relu_,
-    "identity": lambda drive: drive,
-    "leaky_relu": lambda drive: torch.nn.functional.leaky_relu_(drive, LEAKY_RELU_SLOPE),
-}
-
-
-def _in_place(activation: Activation) -> Callable[[Tensor], Tensor]:
-    """f applied in place where ngrad knows how (same values as ``activation``), else f."""
-    return _IN_PLACE.get(activation.name, activation.function)
-
-
-def _bottom_up_of(layer: Layer) -> Callable[[Tensor], tuple[Tensor, Tensor | None]]:
-    """W_l s_{l-1} + b_l and the switches of its pooling (None without)."""
-    if isinstance(layer, DenseLayer) and layer.bias is not None:
-        bias, weight_t = layer.bias, layer.weight.t()
-        return lambda below: (torch.addmm(bias, below.flatten(1), weight_t), None)
-    return layer.pre_activation_and_switches
-
-
-TopDown = Callable[[Tensor, Tensor, bool, Tensor | None], Tensor]
-
-
-def _top_down_of(layer_above: Layer, strength: float) -> TopDown:
-    if isinstance(layer_above, DenseLayer):
-        weight = layer_above.weight
-
-        def dense(drive: Tensor, above: Tensor, in_place: bool, _switches: Tensor | None) -> Tensor:
-            if drive.dim() != 2:
-                return add_top_down(drive, layer_above, above, strength, in_place)
-            if in_place:
-                return drive.addmm_(above, weight, alpha=strength)
-            return torch.addmm(drive, above, weight, alpha=strength)
-
-        return dense
-
-    def convolutional(
-        drive: Tensor, above: Tensor, in_place: bool, switches: Tensor | None
-    ) -> Tensor:
-        return add_top_down(drive, layer_above, above, strength, in_place, switches)
-
-    return convolutional
-
-
-def _order(count: int, schedule: str) -> list[int]:
-    if schedule == "synchronous":
-        return list(range(count))
-    if schedule == "alternating":
-        return [*range(0, count, 2), *range(1, count, 2)]
-    raise ValueError(f"unknown schedule {schedule!r}; choose alternating or synchronous")
 
 
 def feedforward_states(

@@ -65,9 +65,17 @@ from ngrad.rules.energy_based.energy import (
 )
 from ngrad.rules.energy_based.fixed_point import fixed_point_gradient
 from ngrad.rules.energy_based.hopfield import HopfieldRule, RelaxationOptions, phase_scalars
+from ngrad.rules.energy_based.relaxation import in_place
 from ngrad.search_space import LogUniform, Uniform, tunable
 
 __all__ = ["EquilibriumPropagation"]
+
+
+def _add_scaled(drive: Tensor, other: Tensor, scale: Tensor | float) -> Tensor:
+    """drive += scale x other, in place (``scale``: a number, or a column: one per sample)."""
+    if isinstance(scale, Tensor):
+        return drive.addcmul_(other, scale.view(-1, *([1] * (drive.dim() - 1))))
+    return drive.add_(other, alpha=scale)
 
 
 @dataclass(frozen=True)
@@ -120,31 +128,42 @@ class EquilibriumPropagation(HopfieldRule):
             return readout.activation(bottom_up(readout, states[-1]))
         return states[-1]
 
-    def nudged_update(self, targets: Tensor, sign: float) -> TopUpdate:
-        """The top relaxed layer's update in the phase nudged with strength ``sign`` x beta."""
-        top = self.unit_activations()[-1]
-        nudge = sign * self.options.nudging_strength
+    def nudged_update(self, targets: Tensor, signs: float | Sequence[float]) -> TopUpdate:
+        """The top relaxed layer's update in the phase nudged with strength sign x beta; with
+        several ``signs``, the batch stacks one block of samples per sign (``targets`` holds each
+        block's targets)."""
+        units = self.unit_activations()[-1]
+        top = in_place(units)
+        signs = [signs] if isinstance(signs, (int, float)) else list(signs)
+        beta, count = self.options.nudging_strength, targets.shape[0]
+        if len(signs) == 1:
+            nudge: Tensor | float = signs[0] * beta
+        else:  # sign x beta per sample, as a column
+            column = torch.tensor(signs).repeat_interleave(count // len(signs))[:, None]
+            nudge = column.to(self.network.layers[-1].weight).mul_(beta)
+        nudge_neg = -nudge
         if self.uses_readout:
             readout, loss = self.network.layers[-1], self.loss
+            pull = nudge_neg * count  # the losses' dL/da_L carry 1/N: the nudge acts per sample
 
             def nudge_hidden(drive: Tensor, state: Tensor) -> Tensor:
                 error = readout_error(loss, readout, state, targets)  # dL/da_L, mean over batch
                 force = readout.transpose(error, readout.weight, state.shape, state)
-                return top(drive.sub(force, alpha=nudge * state.shape[0]))
+                return top(_add_scaled(drive, force, pull))
 
             return nudge_hidden
         weight = self.network.layers[-1].weight  # the output units' one-hot target, x beta
-        pull = torch.nn.functional.one_hot(targets, weight.shape[0]).to(weight.dtype).mul_(nudge)
-        if top.name == "identity":  # exact minimiser of G + beta |s - y|^2 / 2 - u s
+        target = torch.nn.functional.one_hot(targets, weight.shape[0]).to(weight.dtype).mul_(nudge)
+        if units.name == "identity":  # exact minimiser of G + beta |s - y|^2 / 2 - u s
+            scale = 1.0 + nudge
 
             def nudge_linear_output(drive: Tensor, _state: Tensor) -> Tensor:
-                return drive.add(pull).div_(1.0 + nudge)
+                return drive.add_(target).div_(scale)
 
             return nudge_linear_output
-        function = top.function
 
         def nudge_output(drive: Tensor, state: Tensor) -> Tensor:  # f(u + beta (y - s))
-            return function(drive.add(pull).sub_(state, alpha=nudge))
+            return top(_add_scaled(drive.add_(target), state, nudge_neg))
 
         return nudge_output
 
@@ -154,13 +173,22 @@ class EquilibriumPropagation(HopfieldRule):
         drive = self.input_drive(inputs)
         free = self.free_phase(drive)
         steps = options.nudged_steps
-        plus = self.phase(drive, free.states, steps, self.nudged_update(targets, 1.0))
-        nudged = [plus]
-        if options.nudging == "symmetric":
-            nudged.append(self.phase(drive, free.states, steps, self.nudged_update(targets, -1.0)))
-            low, minus_states = -beta, nudged[1].states
+        if options.nudging == "symmetric" and options.tolerance == 0:
+            # both phases run every step from s^0: as one batch of 2N (one product where there
+            # were two); with a tolerance each runs alone, so neither computes a settled block
+            stacked = [torch.cat([state, state]) for state in free.states]
+            update = self.nudged_update(targets.repeat(2), (1.0, -1.0))
+            nudged = self.phases(torch.cat([drive, drive]), stacked, steps, update, 2)
+            plus, low, minus_states = nudged[0], -beta, nudged[1].states
+        elif options.nudging == "symmetric":
+            nudged = [
+                self.phase(drive, free.states, steps, self.nudged_update(targets, sign))
+                for sign in (1.0, -1.0)
+            ]
+            plus, low, minus_states = nudged[0], -beta, nudged[1].states
         else:
-            low, minus_states = 0.0, free.states
+            nudged = [self.phase(drive, free.states, steps, self.nudged_update(targets, 1.0))]
+            plus, low, minus_states = nudged[0], 0.0, free.states
         base = 1.0 / ((beta - low) * inputs.shape[0])
         gamma, top = options.feedback_strength, self.relaxed_layers - 1
         scales = [base * gamma ** (index - top) for index in range(top + 1)]

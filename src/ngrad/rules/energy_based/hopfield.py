@@ -1,11 +1,11 @@
 """The base of the rules on a layered Hopfield network (EP, CHL): options, phases, prediction.
 
-The energy and its relaxation are in ``energy.py``. A rule relaxes the free phase (input clamped,
-output free) from the feedforward pass or from zeros, runs its own second phase(s) from there,
-and predicts from the free fixed point. Every phase stops once it has settled (no state moved by
-more than ``tolerance`` in a step) or after its step budget, and the rule reports each phase's
-final residual and the fraction of samples that settled, so a run shows whether its relaxation
-did (docs/energy_based.md).
+The energy is in ``energy.py``, its relaxation in ``relaxation.py``. A rule relaxes the free
+phase (input clamped, output free) from the feedforward pass or from zeros, runs its own second
+phase(s) from there, and predicts from the free fixed point. Every phase stops once it has
+settled (no state moved by more than ``tolerance`` in a step) or after its step budget, and the
+rule reports each phase's final residual and the fraction of samples that settled, so a run
+shows whether its relaxation did (docs/energy_based.md).
 
 Max-pooled conv layers (Laborieux et al. 2021's conv couplings, a_l = maxpool(W_l * s_{l-1}) +
 b_l) relax through the switches of the current state; their units must be non-negative (relu,
@@ -36,6 +36,7 @@ from ngrad.rules.energy_based.energy import (
     is_pooled,
     relax,
 )
+from ngrad.rules.energy_based.relaxation import in_place, relax_groups
 
 __all__ = ["NON_NEGATIVE", "HopfieldRule", "RelaxationOptions", "phase_scalars"]
 
@@ -130,8 +131,20 @@ class HopfieldRule(LearningRule):
         top_update: TopUpdate | None,
     ) -> Relaxation:
         """At most ``steps`` steps from ``states``, stopping once settled to the tolerance."""
+        return self.phases(input_drive, states, steps, top_update, 1)[0]
+
+    def phases(
+        self,
+        input_drive: Tensor,
+        states: Sequence[Tensor],
+        steps: int,
+        top_update: TopUpdate | None,
+        groups: int,
+    ) -> list[Relaxation]:
+        """:meth:`phase` of a batch stacking ``groups`` blocks of samples, each stopping on its
+        own (``relaxation.relax_groups``): one Relaxation per block."""
         options = self.options
-        return relax(
+        return relax_groups(
             self.network,
             input_drive,
             states,
@@ -140,10 +153,11 @@ class HopfieldRule(LearningRule):
             options.feedback_strength,
             options.schedule,
             options.tolerance,
+            groups,
         )
 
     def free_update(self) -> TopUpdate:
-        top = self.unit_activations()[-1]
+        top = in_place(self.unit_activations()[-1])
         return lambda drive, _state: top(drive)
 
     def free_phase(self, input_drive: Tensor) -> Relaxation:

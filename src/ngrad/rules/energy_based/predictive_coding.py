@@ -110,18 +110,31 @@ def prediction_errors(
     targets: Tensor,
     clamping: float,
     input_switches: Tensor | None = None,
+    previous: InferenceState | None = None,
+    fixed: int = 0,
 ) -> InferenceState:
     """eps_l = x_l - mu_l for the hidden nodes and eps_L = -gamma dL/dmu_L (per sample);
     ``input_prediction`` = W_1 x + b_1 (with its pooling's ``input_switches``), computed once per
-    batch."""
+    batch. ``values`` stepped from ``previous``, whose first ``fixed`` nodes were still at the
+    feedforward pass (zero errors: the step moved none below ``fixed`` - 1): the errors, rates and
+    predictions that did not change are taken from ``previous``, not recomputed."""
     layers = network.layers
-    rates = [layer.activation(value) for layer, value in zip(layers, values, strict=False)]
-    errors = [values[0] - input_prediction] if values else []
-    switches = [input_switches]
-    for index in range(1, len(values)):
-        prediction, where = _prediction(layers[index], rates[index - 1])
+    fixed = fixed if previous is not None else 0
+    kept = max(fixed - 1, 0)  # the nodes the step left alone
+    rates = [*previous.rates[:kept]] if kept else []
+    errors = [*previous.errors[:kept]] if kept else []
+    switches = [*previous.switches[:kept]] if kept else [input_switches]
+    for index in range(kept, len(values)):
+        rates.append(layers[index].activation(values[index]))
+        if index == 0:
+            prediction = input_prediction
+        elif index < fixed:  # its input never moved: mu is the feedforward value it started at
+            prediction, where = previous.values[index], previous.switches[index]
+            switches.append(where)
+        else:
+            prediction, where = _prediction(layers[index], rates[index - 1])
+            switches.append(where)
         errors.append(values[index] - prediction)
-        switches.append(where)
     top = input_prediction
     if rates:
         top, where = _prediction(layers[-1], rates[-1])
@@ -139,11 +152,17 @@ def free_energy(
 
 
 def _free_energy(
-    state: InferenceState, network: Network, loss: Loss, targets: Tensor, clamping: float
+    state: InferenceState,
+    network: Network,
+    loss: Loss,
+    targets: Tensor,
+    clamping: float,
+    start: int = 0,
 ) -> Tensor:
-    """:func:`free_energy` as a 0-d tensor on the batch's device (no wait for the device)."""
+    """:func:`free_energy` as a 0-d tensor on the batch's device (no wait for the device); the
+    hidden errors before ``start`` are known to be zero."""
     count = state.top_prediction.shape[0]
-    hidden = sum(torch.dot(e.flatten(), e.flatten()) for e in state.errors[:-1]) / (2 * count)
+    hidden = sum(torch.dot(e.flatten(), e.flatten()) for e in state.errors[start:-1]) / (2 * count)
     output = network.layers[-1].activation(state.top_prediction)
     return hidden + clamping * loss(output, targets)
 
@@ -155,11 +174,13 @@ def _choose(take: Tensor, new: InferenceState, old: InferenceState) -> Inference
         return new if bool(take) else old
 
     def pick(first: Sequence[Tensor], second: Sequence[Tensor]) -> list[Tensor]:
-        return [torch.where(take, a, b) for a, b in zip(first, second, strict=True)]
+        return [
+            a if a is b else torch.where(take, a, b) for a, b in zip(first, second, strict=True)
+        ]
 
     top = torch.where(take, new.top_prediction, old.top_prediction)
     switches = [
-        a if a is None or b is None else torch.where(take, a, b)
+        a if a is None or b is None or a is b else torch.where(take, a, b)
         for a, b in zip(new.switches, old.switches, strict=False)
     ]
     return InferenceState(
@@ -171,11 +192,12 @@ def _choose(take: Tensor, new: InferenceState, old: InferenceState) -> Inference
     )
 
 
-def state_gradients(network: Network, state: InferenceState) -> list[Tensor]:
-    """dF/dx_l = eps_l - f_l'(x_l) * W_{l+1}^T eps_{l+1} for the hidden value nodes."""
+def state_gradients(network: Network, state: InferenceState, start: int = 0) -> list[Tensor]:
+    """dF/dx_l = eps_l - f_l'(x_l) * W_{l+1}^T eps_{l+1} for the hidden value nodes from index
+    ``start`` on (those before it have zero errors around them: their gradient is zero)."""
     layers, gradients = network.layers, []
-    for index, value in enumerate(state.values):
-        above = layers[index + 1]
+    for index in range(start, len(state.values)):
+        value, above = state.values[index], layers[index + 1]
         where = state.switches[index + 1] if index + 1 < len(state.switches) else None
         back = above.transpose(
             state.errors[index + 1], above.weight, value.shape, state.rates[index], switches=where
@@ -288,21 +310,24 @@ class PredictiveCoding(LearningRule):
         done = torch.zeros((), dtype=torch.bool, device=inputs.device)
         largest = inputs.new_full((inputs.shape[0],), float("inf"))
         states = [state]
+        fixed = len(state.values)  # leading nodes still at the feedforward pass (zero errors)
         for step in range(options.steps):
-            gradients = state_gradients(network, state)
+            start = max(fixed - 1, 0)  # the first node the errors above can move
+            gradients = state_gradients(network, state, start)
             if tolerance > 0 or step == options.steps - 1:
                 largest = torch.where(done, largest, residual(gradients, state, clamping))
                 if tolerance > 0:
                     done = done | (largest.max() <= tolerance)
-            values = [
+            values = state.values[:start] + [
                 torch.addcmul(value, gradient, rate, value=-1.0)
-                for value, gradient in zip(state.values, gradients, strict=True)
+                for value, gradient in zip(state.values[start:], gradients, strict=True)
             ]
             candidate = prediction_errors(
                 network, loss, trace.pre_activations[0], values, targets, clamping,
-                trace.switches_of(0),
+                trace.switches_of(0), state, fixed,
             )  # fmt: skip
-            candidate_energy = _free_energy(candidate, network, loss, targets, clamping)
+            fixed = start
+            candidate_energy = _free_energy(candidate, network, loss, targets, clamping, start)
             accept = (candidate_energy <= energy + rounding * energy.abs()) & ~done
             rejected = ~(accept | done)
             state = _choose(accept, candidate, state)
