@@ -67,3 +67,163 @@ def train_to(
         if summary is None or summary.get("status") != "diverged":
             raise
         return summary
+
+
+def check_saved_settings(out: Path, values: dict[str, Any]) -> None:
+    """SystemExit where ``out`` holds a run whose settings (all but the epochs, where the data
+    is and the threads) differ from ``values``: resuming it would train something else."""
+    from ngrad.train.config import make_config
+
+    path = out / "config.json"
+    if not path.is_file():
+        return
+    ignored = ("epochs", "data_dir", "threads", "device", "download")
+    saved = make_config(json.loads(path.read_text())).to_dict()
+    wanted = make_config(values).to_dict()
+    changed = [key for key in wanted if key not in ignored and saved.get(key) != wanted[key]]
+    if changed:
+        raise SystemExit(
+            f"{out} holds a run with other settings ({', '.join(changed)}); "
+            "remove it or choose another --out"
+        )
+
+
+def parse_lr_overrides(items: Iterable[str]) -> dict[str, float]:
+    """{name: lr} from ``NAME=VALUE`` strings (``--lr ldrl=0.01``)."""
+    overrides = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            overrides[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not overrides[name.strip()] > 0:
+            raise SystemExit(f"--lr takes NAME=VALUE with a positive value, got {item!r}")
+    return overrides
+
+
+def validation_score(values: dict[str, Any], epochs: int, val_count: int) -> dict[str, Any]:
+    """Train the run ``values`` describes for ``epochs`` epochs, in memory, and measure its
+    accuracy on the first ``val_count`` held-out training images (the validation split) after
+    each epoch. The test split is never evaluated. ``val_accuracy`` is the accuracy after the
+    last epoch, 0 for a run that diverged (a rate that ends worse than it was, or in a NaN, is
+    no choice for a longer run)."""
+    from ngrad.errors import DivergenceError
+    from ngrad.train.config import make_config
+    from ngrad.train.evaluation import evaluate
+    from ngrad.train.session import TrainingSession
+
+    session = TrainingSession(make_config(values), None)
+    val = [(session.data.val_x[:val_count], session.data.val_y[:val_count])]
+    scores, status, start, train_cpu = [], "completed", time.process_time(), 0.0
+    for _ in range(epochs):
+        try:
+            train_cpu -= time.process_time()
+            session.train_epoch(None)
+        except DivergenceError:
+            status = "diverged"
+            break
+        finally:
+            train_cpu += time.process_time()
+        scores.append(evaluate(session.rule, val, prepare=session.prepare)[1])
+    return {
+        "val_accuracy": final_accuracy({"val_by_epoch": scores, "status": status}),
+        "val_by_epoch": scores,
+        "status": status,
+        "cpu_s": time.process_time() - start,
+        "train_cpu_s_per_step": train_cpu / max(1, len(scores) * session.steps_per_epoch),
+        "eval_cpu_s_per_image": (time.process_time() - start - train_cpu)
+        / max(1, len(scores) * len(val[0][1])),
+    }
+
+
+def final_accuracy(trial: dict[str, Any]) -> float:
+    """A selection trial's score: its validation accuracy after its last epoch (0 if it
+    diverged)."""
+    if trial["status"] == "diverged" or not trial["val_by_epoch"]:
+        return 0.0
+    return trial["val_by_epoch"][-1]
+
+
+def best_lr(trials: dict[str, dict[str, Any]]) -> float:
+    """The lr (a key of ``trials``, ``repr`` of a float) of the highest ``final_accuracy``; on a
+    tie the smaller lr."""
+    return float(max(sorted(trials, key=float), key=lambda lr: final_accuracy(trials[lr])))
+
+
+def _rounded(lr: float) -> float:
+    return float(f"{lr:.6g}")
+
+
+class LrSelection:
+    """Learning rates chosen on validation accuracy, kept in a JSON file trial by trial (so an
+    interrupted selection resumes, and a wider grid adds only its new rates):
+    ``{"setting": ..., "chosen": {key: lr}, "trials": {key: {lr: score}}}``; a file made with
+    another setting (budget, model, seed) is refused."""
+
+    def __init__(self, path: Path, setting: dict[str, Any]) -> None:
+        self.path, self.setting = path, json.loads(json.dumps(setting))
+        self.trials: dict[str, dict[str, dict[str, Any]]] = {}
+        if path.is_file():
+            saved = json.loads(path.read_text())
+            if saved["setting"] != self.setting:
+                raise SystemExit(
+                    f"{path} was made with another selection setting ({saved['setting']}); "
+                    "remove it or choose another --lr-file"
+                )
+            self.trials = saved["trials"]
+
+    def score(self, key: str, lr: float, run: Callable[[float], dict[str, Any]]) -> dict[str, Any]:
+        """The trial of ``key`` at ``lr``: ``run(lr)``, unless the file holds it already."""
+        mine = self.trials.setdefault(key, {})
+        if repr(lr) not in mine:
+            mine[repr(lr)] = run(lr)
+            self.save()
+        return mine[repr(lr)]
+
+    def select(
+        self,
+        key: str,
+        grid: list[float],
+        run: Callable[[float], dict[str, Any]],
+        extend: int,
+        refine: bool = False,
+    ) -> float:
+        """Score ``key`` at every lr of ``grid`` (geometric, ratio r); then, while the best lr is
+        the smallest or the largest tried, one more lr a grid step beyond it (at most ``extend``
+        steps past either end of the grid); with ``refine``, last the two lrs sqrt(r) either side
+        of the best of those. Returns the best lr of all the trials ``key`` has. Running it again
+        with the same arguments scores nothing new."""
+        ratio = grid[-1] / grid[-2] if len(grid) > 1 else 4.0
+        coarse = [_rounded(grid[0] * ratio**k) for k in range(-extend, len(grid) + extend)]
+        for lr in grid:
+            self.score(key, lr, run)
+        while True:
+            tried = sorted(float(lr) for lr in self.trials[key] if float(lr) in coarse)
+            best = best_lr({lr: t for lr, t in self.trials[key].items() if float(lr) in coarse})
+            step = -1 if best == tried[0] else 1 if best == tried[-1] else 0
+            beyond = coarse.index(best) + step
+            if step == 0 or not 0 <= beyond < len(coarse):
+                break
+            self.score(key, coarse[beyond], run)
+        if refine:
+            for factor in (ratio**-0.5, ratio**0.5):
+                self.score(key, _rounded(best * factor), run)
+        return best_lr(self.trials[key])
+
+    def at_edge(self, key: str) -> bool:
+        """Whether ``key``'s best lr is the smallest or the largest it was tried at."""
+        tried = sorted(float(lr) for lr in self.trials[key])
+        return best_lr(self.trials[key]) in (tried[0], tried[-1])
+
+    def chosen(self) -> dict[str, float]:
+        """{key: the lr of the best final validation accuracy} (``best_lr``)."""
+        return {key: best_lr(scores) for key, scores in self.trials.items() if scores}
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        saved = {"setting": self.setting, "chosen": self.chosen(), "trials": self.trials}
+        text = json.dumps(saved, indent=1)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(self.path)

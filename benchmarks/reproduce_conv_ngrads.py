@@ -2,16 +2,48 @@
 Fashion-MNIST.
 
     python benchmarks/reproduce_conv_ngrads.py [--epochs 20] [--train-subset 0] [--seeds 0]
-        [--channels 128,256,512,512] [--rules bp,ldrl,...] [--out DIR]
+        [--channels 128,256,512,512] [--rules bp,ldrl,...] [--lr RULE=VALUE ...] [--out DIR]
+    python benchmarks/reproduce_conv_ngrads.py --select-lr [--lr-grid 0.005,0.02,0.08]
+        [--extend 2] [--refine] [--select-epochs 2] [--select-subset 5000] [--select-val 2000]
+        [same settings]
+
+Recommended on 2 CPU cores (two processes of one thread each; CPU time measured in the lr
+selection's trials, docs/target_propagation.md, *Conv nets and depth*: about 58 minutes for the
+first process, 43 for the second)::
+
+    S="--channels 16,32,64,128 --train-subset 20000 --out results/conv_ngrads"
+    OMP_NUM_THREADS=1 python benchmarks/reproduce_conv_ngrads.py $S --select-lr   # ~35 min
+    OMP_NUM_THREADS=1 python benchmarks/reproduce_conv_ngrads.py $S --epochs 5 \
+        --rules ep,chl &
+    OMP_NUM_THREADS=1 python benchmarks/reproduce_conv_ngrads.py $S --epochs 5 \
+        --rules ep-one-sided,pc,bp,dtp,ddtp,ldrl
+    wait; OMP_NUM_THREADS=1 python benchmarks/reproduce_conv_ngrads.py $S --epochs 5  # table
+
+(the last command only reads the finished runs; the selection does not depend on
+``--train-subset`` or ``--epochs``, so one selection serves any main budget). EP, its one-sided
+variant and CHL cost about 20x BP per epoch here, more than half of it the free-phase relaxation
+that evaluates the 15,000 validation and test images every epoch; they set the wall time.
 
 Every row trains the same network with the same budget: ``ngrad.models`` ``vgg`` with ReLU
 (conv 3x3 -> ReLU -> 2x2 max-pool blocks, one per ``--channels`` entry, then a linear classifier;
-the default widths make a VGG-5-sized net: four conv blocks and one dense layer), inputs in
-[0, 1], SGD with momentum 0.9, lr 0.05, batch 128, cross-entropy. Each rule keeps its own
-defaults (docs/target_propagation.md, docs/energy_based.md); ``ep-one-sided`` is EP with
-``nudging=one_sided`` (+beta against the free state) beside the default symmetric nudging
-(+-beta). Test error is taken at the epoch of best accuracy on 5,000 held-out training images;
-several seeds are averaged.
+the default widths make a VGG-5-sized net: four conv blocks and one dense layer; 16,32,64,128 is
+the same shape, narrower), inputs in [0, 1], SGD with momentum 0.9, batch 128, cross-entropy.
+Each rule keeps its own defaults (docs/target_propagation.md, docs/energy_based.md);
+``ep-one-sided`` is EP with ``nudging=one_sided`` (+beta against the free state) beside the
+default symmetric nudging (+-beta). Test error is taken at the epoch of best accuracy on 5,000
+held-out training images; several seeds are averaged.
+
+Learning rates, per variant, first found wins: ``--lr VARIANT=VALUE``; the choice of
+``--select-lr`` (read from ``--lr-file``, by default ``<out>/lr_selection.json``); else 0.05.
+``--select-lr`` trains every variant at each lr of ``--lr-grid`` for ``--select-epochs`` epochs on
+the first ``--select-subset`` training images (seed: the first of ``--seeds``), and one grid
+step further while the best lr is at an end of those tried (``--extend`` times), then (``--refine``)
+half a grid step either side of the best (x0.5 and x2 on the default grid), and keeps the lr
+of the best accuracy on the first ``--select-val`` held-out training images (the validation
+split; the test split is never evaluated) after the last of those epochs (0 for a run that
+diverged), the smaller lr on a tie. The table names each row's lr
+and where it came from (``val``; ``val, edge``: the best lr was still at an end of those tried).
+The trials are kept by lr: a wider ``--lr-grid`` runs only its new rates.
 
 The papers' claims the table checks, with their budgets:
 
@@ -23,13 +55,16 @@ The papers' claims the table checks, with their budgets:
   CIFAR-10, 88.8 % against BP 90.0 %, 50 epochs).
 
 Differences kept on purpose: Fashion-MNIST instead of CIFAR-10 (the data reachable offline), one
-optimiser and learning rate for every rule instead of each paper's tuned schedule (Ernoult et al.'s
-per-layer feedback iterations, Laborieux et al.'s per-layer rates and hard-sigmoid units, PCX's
-AdamW), and each rule's ngrad defaults (EP and CHL: feedback strength gamma = 0.25, not the plain
-Hopfield energy). A run far short of the papers' epochs shows the machinery and the early gap, not
-a verdict on the claims; the table says how far short it stopped.
+optimiser for every rule, with one learning rate per rule chosen from one grid, instead of each
+paper's tuned schedule (Ernoult et al.'s per-layer feedback iterations, Laborieux et al.'s
+per-layer rates and hard-sigmoid units, PCX's AdamW), and each rule's ngrad defaults (EP and CHL:
+feedback strength gamma = 0.25, not the plain Hopfield energy). A run far short of the papers'
+epochs shows the machinery and the early gap, not a verdict on the claims; the table says how far
+short it stopped.
 
-Every run is resumable: a directory holding a run continues it up to ``--epochs``.
+Every run is resumable: a directory holding a run continues it up to ``--epochs`` (runs live in
+``<out>/<variant>/lr<lr>/seed<seed>``; a directory whose run has other settings is refused), and
+``--select-lr`` skips the trials its file already holds.
 """
 
 from __future__ import annotations
@@ -39,7 +74,17 @@ import json
 import statistics
 from pathlib import Path
 
-from _common import default_data_dir, fmt, train_to
+from _common import (
+    LrSelection,
+    best_lr,
+    check_saved_settings,
+    default_data_dir,
+    final_accuracy,
+    fmt,
+    parse_lr_overrides,
+    train_to,
+    validation_score,
+)
 
 from ngrad.errors import NgradError
 from ngrad.rules import REGISTRY
@@ -62,37 +107,104 @@ TARGETS = [
     ("ep", "ep-one-sided", 0.0, "symmetric EP better than one-sided EP"),
     ("pc", "bp", 1.0, "PC within 1 point of BP"),
 ]
-SETTINGS = {"batch_size": 128, "optimizer": "sgd", "lr": 0.05, "momentum": 0.9}
+SETTINGS = {"batch_size": 128, "optimizer": "sgd", "momentum": 0.9}
+DEFAULT_LR = 0.05
 
 
-def settings(label: str, seed: int, args: argparse.Namespace) -> dict:
+def settings(label: str, seed: int, lr: float, args: argparse.Namespace, **budget) -> dict:
     rule, options, _, _ = VARIANTS[label]
-    return SETTINGS | {
-        "rule": rule,
-        "data": "fashion-mnist",
-        "data_dir": args.data_dir,
-        "model": "vgg",
-        "model_options": {"channels": args.channels, "activation": "relu"},
-        "epochs": args.epochs,
-        "train_subset": args.train_subset,
-        "seed": seed,
-        "threads": 1,
-        "diagnostics_samples": 0,
-        "rule_options": dict(options),
-    }
+    return (
+        SETTINGS
+        | {
+            "rule": rule,
+            "lr": lr,
+            "data": "fashion-mnist",
+            "data_dir": args.data_dir,
+            "model": "vgg",
+            "model_options": {"channels": args.channels, "activation": "relu"},
+            "epochs": args.epochs,
+            "train_subset": args.train_subset,
+            "seed": seed,
+            "threads": 1,
+            "diagnostics_samples": 0,
+            "rule_options": dict(options),
+        }
+        | budget
+    )
 
 
-def train_or_resume(label: str, seed: int, args: argparse.Namespace) -> dict:
+def selection(args: argparse.Namespace) -> LrSelection:
+    """The lr-selection file of these settings (see the module's docstring)."""
+    setting = {
+        "channels": args.channels,
+        "epochs": args.select_epochs,
+        "train_subset": args.select_subset,
+        "val_images": args.select_val,
+        "seed": args.seeds[0],
+    } | SETTINGS
+    return LrSelection(Path(args.lr_file), setting)
+
+
+def select_lr(labels: list[str], args: argparse.Namespace) -> None:
+    """Score each variant on validation accuracy at every lr of the grid (and beyond it, where
+    the best lr is at an end); print the choices."""
+    chooser = selection(args)
+
+    def trial(label: str, lr: float) -> dict:
+        budget = {"epochs": args.select_epochs, "train_subset": args.select_subset}
+        values = settings(label, args.seeds[0], lr, args, **budget)
+        score = validation_score(values, args.select_epochs, args.select_val)
+        print(json.dumps({"variant": label, "lr": lr} | score), flush=True)
+        return score
+
+    for label in labels:
+        run = lambda lr, n=label: trial(n, lr)  # noqa: E731
+        chooser.select(label, args.lr_grid, run, args.extend, args.refine)
+    print(
+        f"\nlr chosen on the first {args.select_val} validation images after "
+        f"{args.select_epochs} epochs on {args.select_subset} training images (grid "
+        f"{','.join(map(str, args.lr_grid))}, extended up to {args.extend} step(s) past an end "
+        f"that won{', refined by half steps' if args.refine else ''}); written to {args.lr_file}"
+    )
+    for label in labels:
+        trials = chooser.trials[label]
+        accuracies = "  ".join(
+            f"{float(lr):g}: {100 * final_accuracy(trials[lr]):.2f}"
+            + ("!" if trials[lr]["status"] != "completed" else "")
+            for lr in sorted(trials, key=float)
+        )
+        edge = " (edge)" if chooser.at_edge(label) else ""
+        print(f"  {label:<13} lr {best_lr(trials):g}{edge}  (val acc % by lr: {accuracies})")
+
+
+def learning_rates(labels: list[str], args: argparse.Namespace) -> dict[str, tuple[float, str]]:
+    """{variant: (lr, where it came from)}: --lr, else the selection file, else the default."""
+    chooser = selection(args)
+    chosen = chooser.chosen()
+    rates = {}
+    for label in labels:
+        if label in args.lr:
+            rates[label] = (args.lr[label], "--lr")
+        elif label in chosen:
+            rates[label] = (chosen[label], "val, edge" if chooser.at_edge(label) else "val")
+        else:
+            rates[label] = (DEFAULT_LR, "default")
+    return rates
+
+
+def train_or_resume(label: str, seed: int, lr: float, args: argparse.Namespace) -> dict:
     """Train ``label`` with ``seed`` to ``args.epochs`` epochs, continuing a saved run. A run that
     diverged is not retrained: its row keeps the test error of its best epoch before the NaN."""
-    out = Path(args.out) / label / f"seed{seed}"
-    summary = train_to(out, args.epochs, lambda: settings(label, seed, args), args.progress)
+    out = Path(args.out) / label / f"lr{lr:g}" / f"seed{seed}"
+    check_saved_settings(out, settings(label, seed, lr, args))
+    summary = train_to(out, args.epochs, lambda: settings(label, seed, lr, args), args.progress)
     rule, options, _, _ = VARIANTS[label]
     return {
         "label": label,
         "rule": rule,
         "rule_options": options,
         "seed": seed,
+        "lr": lr,
         "epochs_run": summary["epochs_completed"],
         "status": summary.get("status"),
         "status_reason": summary.get("status_reason"),
@@ -102,7 +214,7 @@ def train_or_resume(label: str, seed: int, args: argparse.Namespace) -> dict:
     }
 
 
-def aggregate(runs: list[dict]) -> dict[str, dict]:
+def aggregate(runs: list[dict], rates: dict[str, tuple[float, str]]) -> dict[str, dict]:
     rows: dict[str, dict] = {}
     for label in dict.fromkeys(run["label"] for run in runs):
         mine = [run for run in runs if run["label"] == label]
@@ -112,6 +224,8 @@ def aggregate(runs: list[dict]) -> dict[str, dict]:
             "label": label,
             "rule": mine[0]["rule"],
             "seeds": [run["seed"] for run in mine],
+            "lr": rates[label][0],
+            "lr_source": rates[label][1],
             "test_error": statistics.fmean(errors),
             "test_error_std": statistics.stdev(errors) if len(errors) > 1 else None,
             "epochs_run": min(run["epochs_run"] for run in mine),
@@ -145,19 +259,20 @@ def print_table(rows: dict[str, dict], claims: list[dict], args: argparse.Namesp
     subset = args.train_subset or "all 55,000"
     print(
         f"\nFashion-MNIST, vgg ReLU channels {','.join(map(str, args.channels))} + linear "
-        f"classifier, SGD lr 0.05 momentum 0.9, batch 128, {args.epochs} epochs, training "
-        f"images: {subset}, seeds {args.seeds}"
+        f"classifier, SGD momentum 0.9 (lr per row), batch 128, {args.epochs} epochs, training "
+        f"images: {subset}, seeds {','.join(map(str, args.seeds))}"
     )
     bp_time = rows["bp"]["epoch_time_s"] if "bp" in rows else None
     print(
-        f"{'variant':<13} {'test err %':>10} {'std':>5} {'BP gap':>7} {'epochs/paper':>13} "
-        f"{'time/BP':>8} {'failed':>6} {'NaN':>4}  budget source"
+        f"{'variant':<13} {'lr':>6} {'lr from':<9} {'test err %':>10} {'std':>5} {'BP gap':>7} "
+        f"{'epochs/paper':>13} {'time/BP':>8} {'failed':>6} {'NaN':>4}  budget source"
     )
     for row in rows.values():
         paper = row["published_epochs"]
         ratio = row["epoch_time_s"] / bp_time if bp_time else None
         print(
-            f"{row['label']:<13} {row['test_error']:>10.2f} {fmt(row['test_error_std']):>5} "
+            f"{row['label']:<13} {row['lr']:>6g} {row['lr_source']:<9} "
+            f"{row['test_error']:>10.2f} {fmt(row['test_error_std']):>5} "
             f"{fmt(row['bp_gap'], '+.2f'):>7} {row['epochs_run']:>6}/{fmt(paper, 'd'):<6} "
             f"{fmt(ratio):>8} {row['failed_runs']:>6} {row['diverged_runs']:>4}  "
             f"{row['budget_source']}"
@@ -165,7 +280,9 @@ def print_table(rows: dict[str, dict], claims: list[dict], args: argparse.Namesp
     print(
         "test err: at the epoch of best validation accuracy (epoch 0 = the untrained net); "
         "failed: runs whose validation accuracy ended at chance (ngrad's verdict); NaN: runs "
-        "that diverged (their best epoch before it counts; epochs: those completed)"
+        "that diverged (their best epoch before it counts; epochs: those completed); lr from: "
+        f"val = chosen on validation accuracy ({args.lr_file}; edge: at an end of those tried), "
+        f"--lr = given, default = {DEFAULT_LR} (no choice recorded)"
     )
     print("targets (the papers' claims):")
     for claim in claims:
@@ -195,27 +312,43 @@ def main() -> None:
     parser.add_argument("--seeds", default="0", help="comma-separated seeds")
     parser.add_argument("--channels", default="128,256,512,512", help="conv block widths")
     parser.add_argument("--rules", default=",".join(VARIANTS), help="variants to run")
+    parser.add_argument("--lr", action="append", default=[], help="VARIANT=VALUE (repeatable)")
+    parser.add_argument("--lr-file", help="lr choices (default: <out>/lr_selection.json)")
+    parser.add_argument("--select-lr", action="store_true", help="choose the lrs, then stop")
+    parser.add_argument("--lr-grid", default="0.005,0.02,0.08", help="lrs --select-lr tries")
+    parser.add_argument("--extend", type=int, default=2, help="grid steps past a winning end")
+    parser.add_argument("--refine", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--select-epochs", type=int, default=2)
+    parser.add_argument("--select-subset", type=int, default=5000, help="training images")
+    parser.add_argument("--select-val", type=int, default=2000, help="validation images")
     parser.add_argument("--data-dir", default=default_data_dir())
     parser.add_argument("--out", default="results/conv_ngrads")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=False)
     args = parser.parse_args()
     args.channels = tuple(int(c) for c in args.channels.split(","))
+    args.seeds = [int(s) for s in args.seeds.split(",")]
+    args.lr = parse_lr_overrides(args.lr)
+    args.lr_grid = sorted(float(lr) for lr in args.lr_grid.split(","))
+    args.lr_file = args.lr_file or str(Path(args.out) / "lr_selection.json")
     labels = [name.strip() for name in args.rules.split(",") if name.strip()]
-    for label in labels:
+    for label in [*labels, *args.lr]:
         if label not in VARIANTS:
             raise SystemExit(f"unknown variant {label!r}; choose from {', '.join(VARIANTS)}")
         if VARIANTS[label][0] not in REGISTRY:
             raise SystemExit(f"{label}: rule {VARIANTS[label][0]!r} is not in the registry")
-    seeds = [int(s) for s in args.seeds.split(",")]
+    if args.select_lr:
+        select_lr(labels, args)
+        return
+    rates = learning_rates(labels, args)
     runs = []
     for label in labels:
-        for seed in seeds:
+        for seed in args.seeds:
             try:
-                runs.append(train_or_resume(label, seed, args))
+                runs.append(train_or_resume(label, seed, rates[label][0], args))
             except NgradError as error:
                 raise SystemExit(f"{label}: {error}") from None
             print(json.dumps(runs[-1]), flush=True)
-    rows = aggregate(runs)
+    rows = aggregate(runs, rates)
     claims = verdicts(rows)
     print_table(rows, claims, args)
     Path(args.out).mkdir(parents=True, exist_ok=True)
