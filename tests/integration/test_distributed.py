@@ -39,7 +39,7 @@ BATCH_COUPLED = {
     "pc": ({"tolerance": 0.0}, "the inference stops once no sample's error gradient is large"),
     "microcircuit": (
         {"interneurons": "ideal", "settle_tolerance": 0.0},
-        "the interneurons' normalised steps divide by a batch mean; the forward phase stops "
+        "the interneurons' normalised steps solve over the batch; the forward phase stops "
         "once no potential in the batch moves",
     ),
     "burstprop": (

@@ -136,7 +136,8 @@ def test_microcircuit_interneurons_track_under_realistic_activity(interneurons):
         ratios.append(record.scalars["apical_residue_ratio"])
         losses.append(float(record.loss))
     assert all(torch.isfinite(p).all() for p in rule.parameters())
-    assert max(ratios[-50:]) < 0.5 and sum(ratios[-50:]) / 50 < 0.25
+    # measured: projection (default) max 0.0031, mean 0.0023; nlms at rate 1.5 mean 0.016
+    assert max(ratios[-50:]) < 0.05 and sum(ratios[-50:]) / 50 < 0.01
     assert sum(losses[-20:]) < 0.5 * sum(losses[:20])
     if interneurons == "ideal":
         assert max(ratios) < 1e-12

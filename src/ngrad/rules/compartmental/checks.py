@@ -143,10 +143,19 @@ def check_microcircuit_mechanism_at_work(rule_name: str, **options) -> list[Chec
     """Tanh 12-64-64-4 after 300 teacher steps, every layer at BP's rate, learned interneurons:
     the hidden updates depart from feedback alignment's with the same B (the rates' curvature
     under finite nudging and the interneurons' residue), still point within 90 degrees of BP's,
-    and the interneurons keep the forward apical residue below the teaching deflection."""
+    and the interneurons keep the forward apical residue well below the teaching deflection and
+    W^IP_l by W_{l+1} while W_{l+1} learns (measured: residue 0.0016, tracking error 5e-5 of the
+    distance moved; with their copied step sign-flipped 0.42 and 0.012)."""
     options = {"depth_compensation": "all", **options}
     rule = make_rule(rule_name, dense_network(sizes=WIDE), **options)
+    upper = [layer.weight.detach() for layer in list(rule.network.layers)[1:]]
+    start = [weight.detach().clone() for weight in upper]
     inputs, targets = train_on_teacher(rule, steps=300, lr=0.1)
+    predicted = [weight.detach() for weight in rule.interneurons.pyramid_to_interneuron]
+    tracking = max(
+        float((mirror - weight).norm() / (weight - first).norm())
+        for mirror, weight, first in zip(predicted, upper, start, strict=True)
+    )
     record = rule.backward(inputs, targets)
     updates = weight_updates(rule)
     to_fa = hidden_angles(updates, feedback_alignment_updates(rule, inputs, targets))
@@ -164,7 +173,14 @@ def check_microcircuit_mechanism_at_work(rule_name: str, **options) -> list[Chec
             rule_name,
             "forward apical residue / teaching apical deflection",
             record.scalars["apical_residue_ratio"],
-            0.5,
+            0.05,
+            "<",
+        ),
+        CheckResult(
+            rule_name,
+            "|W^IP_l - W_(l+1)| / |W_(l+1) moved| after training (interneurons track)",
+            tracking,
+            1e-3,
             "<",
         ),
     ]

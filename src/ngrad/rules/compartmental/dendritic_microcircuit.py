@@ -106,7 +106,9 @@ class MicrocircuitOptions:
     top_down: Literal["fixed", "learned"] = "fixed"  # top-down weights B: fixed random or learned
     init: Init = "pytorch"  # how the top-down weights B are drawn
     interneurons: Literal["learned", "ideal"] = "learned"  # ideal: reset to W^IP=W_(l+1), W^PI=-B
-    interneuron_rate: float = 1.5  # eta_I, normalised (NLMS) step of the interneurons, below 2
+    interneuron_rate: float = 1.0  # eta_I: fraction of each sample's misprediction removed, < 2
+    interneuron_step: Literal["projection", "nlms"] = "projection"  # how they remove it
+    interneuron_copy: bool = True  # W^IP also takes the teacher-induced step through the optimiser
     top_down_rate: float = 0.01  # learned top-down (least-squares) rate relative to the optimiser's
     depth_compensation: DepthCompensation = "none"  # layers also divided by c^(L-l), to BP's size
     hidden_rate: float = 1.0  # hidden / output learning rate ratio (the paper: one rate per layer)
@@ -306,12 +308,20 @@ class DendriticMicrocircuit(LearningRule):
             self.interneurons.mismatches(upper, r.interneuron_rates, r.interneuron_dendrite)
             for r in (read, forward)
         )
-        factors = [-1.0 / (nudge * scale) for scale in scales[1:]]
+        copy = 1.0 if self.options.interneuron_copy else 0.0
+        factors = [-copy / (nudge * scale) for scale in scales[1:]]
         changes = [t - u for t, u in zip(taught, untaught, strict=True)]
         self.interneurons.write_prediction_updates(changes, read.rates[1:-1], factors)
         rates, step = forward.interneuron_rates, self.options.interneuron_rate
         self.interneurons.track(
-            untaught, forward.rates[1:-1], forward.apical, rates, step, nudge, self.reduce_gradients
+            untaught,
+            forward.rates[1:-1],
+            forward.apical,
+            rates,
+            step,
+            nudge,
+            self.reduce_gradients,
+            projection=self.options.interneuron_step == "projection",
         )
 
     def _write_top_down_updates(self, state: CircuitState, read: Readout) -> None:

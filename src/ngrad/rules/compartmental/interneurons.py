@@ -114,21 +114,35 @@ class Interneurons(nn.Module):
         step: float,
         nudge: float,
         reduce: Callable[[list[Tensor]], None] | None = None,
+        projection: bool = True,
     ) -> None:
         """The interneurons' own momentum-free normalised least-squares steps, applied in place
-        from a phase without teacher: W^IP_l += step (f(u^I_l) - f(v^_I,l)) r_l^T / (lambda_I N
-        (1 + mean |r_l|^2)) (the nudge lambda_I divided out, so ``step`` is the fraction of the
-        prediction error removed) and W^PI_l -= step v_A,l r^I_l^T / (N (1 + mean |r^I_l|^2)).
-        ``reduce`` (the rule's ``reduce_gradients``) averages the steps over the processes of a
-        data-parallel step before they are applied."""
+        from a phase without teacher. With ``projection`` (affine projection, the batch form of
+        NLMS): W^IP_l += step M_l^T (R_l R_l^T + I)^-1 R_l / lambda_I, b^I_l likewise with a
+        constant input of 1 appended to R_l, and W^PI_l -= step R^I_l^T (R^I_l R^I_l^T + I)^-1
+        V_A,l, the rows of R_l, M_l = f(u^I_l) - f(v^_I,l), R^I_l and V_A,l being the batch's
+        samples: every sample's error shrinks by the fraction ``step`` (the nudge lambda_I
+        divided out), whatever the batch, and for one sample the step is NLMS's. Without:
+        NLMS on the batch mean, W^IP_l += step M_l^T R_l / (lambda_I N (1 + mean |r_l|^2)) and
+        W^PI_l -= step R^I_l^T V_A,l / (N (1 + mean |r^I_l|^2)), which removes only about
+        1 / N of each sample's error per batch. ``reduce`` (the rule's ``reduce_gradients``)
+        averages the steps over the processes of a data-parallel step before they are applied."""
         targets, steps = [], []
         for i, (mismatch, presynaptic) in enumerate(zip(mismatches, hidden_rates, strict=True)):
-            scale = step / (nudge * presynaptic.shape[0] * input_power(presynaptic))
             targets += [self.pyramid_to_interneuron[i], self.bias[i]]
+            if projection:
+                coefficients = _projection(presynaptic, mismatch, with_bias=True).mul_(step / nudge)
+                steps += [coefficients.t() @ presynaptic, coefficients.sum(dim=0)]
+                continue
+            scale = step / (nudge * presynaptic.shape[0] * input_power(presynaptic))
             steps += [(mismatch.t() @ presynaptic).mul_(scale), mismatch.sum(dim=0).mul_(scale)]
         for i, (potential, presynaptic) in enumerate(zip(apical, rates, strict=True)):
-            scale = step / (presynaptic.shape[0] * input_power(presynaptic))
             targets.append(self.interneuron_to_pyramid[i])
+            if projection:
+                coefficients = _projection(presynaptic, potential, with_bias=False)
+                steps.append((presynaptic.t() @ coefficients).mul_(-step))
+                continue
+            scale = step / (presynaptic.shape[0] * input_power(presynaptic))
             steps.append((presynaptic.t() @ potential).mul_(-scale))
         if reduce is not None:
             reduce(steps)
@@ -154,6 +168,16 @@ class Interneurons(nn.Module):
             gradient = presynaptic.t() @ potential
             gradient *= rate / (presynaptic.shape[0] * input_power(presynaptic))
             assign_gradient(self.interneuron_to_pyramid[i], gradient)
+
+
+def _projection(presynaptic: Tensor, errors: Tensor, with_bias: bool) -> Tensor:
+    """(R R^T + I)^-1 E for the batch's presynaptic rows R (with a column of ones appended for a
+    bias) and errors E: the per-sample coefficients of an affine-projection step."""
+    gram = presynaptic @ presynaptic.t()
+    if with_bias:
+        gram.add_(1.0)  # + 1 1^T
+    gram.diagonal().add_(1.0)  # + I
+    return torch.linalg.solve_ex(gram, errors).result  # no raise: a diverged run keeps its NaN
 
 
 def _same_layout(tensor: Tensor, like: Tensor) -> bool:
