@@ -186,6 +186,11 @@ def microcircuit_figures(out: Path, steps: int) -> None:
     figure.tight_layout()
     figure.savefig(out / "microcircuit_mechanism.png", dpi=110)
     plt.close(figure)
+    print(
+        f"microcircuit: apical deflection vs BP's -dL/dh r = {float(correlation):.2f}; residue "
+        f"ratio over the last {steps // 2} steps {min(residue[steps // 2 :]):.2g} to "
+        f"{max(residue[steps // 2 :]):.2g}"
+    )
 
 
 def main() -> None:
