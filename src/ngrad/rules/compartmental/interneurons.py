@@ -176,8 +176,10 @@ def _projection(presynaptic: Tensor, errors: Tensor, with_bias: bool) -> Tensor:
     gram = presynaptic @ presynaptic.t()
     if with_bias:
         gram.add_(1.0)  # + 1 1^T
-    gram.diagonal().add_(1.0)  # + I
-    return torch.linalg.solve_ex(gram, errors).result  # no raise: a diverged run keeps its NaN
+    gram.diagonal().add_(1.0)  # + I: eigenvalues >= 1, so the explicit inverse is accurate
+    # (inverting the batch x batch matrix, then one product, is ~4x faster than a solve with a
+    # right-hand side per unit); inv_ex does not raise, so a diverged run keeps its NaN
+    return torch.linalg.inv_ex(gram).inverse @ errors
 
 
 def _same_layout(tensor: Tensor, like: Tensor) -> bool:
