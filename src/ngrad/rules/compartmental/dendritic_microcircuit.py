@@ -312,17 +312,9 @@ class DendriticMicrocircuit(LearningRule):
         factors = [-copy / (nudge * scale) for scale in scales[1:]]
         changes = [t - u for t, u in zip(taught, untaught, strict=True)]
         self.interneurons.write_prediction_updates(changes, read.rates[1:-1], factors)
-        rates, step = forward.interneuron_rates, self.options.interneuron_rate
-        self.interneurons.track(
-            untaught,
-            forward.rates[1:-1],
-            forward.apical,
-            rates,
-            step,
-            nudge,
-            self.reduce_gradients,
-            projection=self.options.interneuron_step == "projection",
-        )
+        o, rates = self.options, forward.interneuron_rates
+        step = (o.interneuron_rate, nudge, self.reduce_gradients, o.interneuron_step != "nlms")
+        self.interneurons.track(untaught, forward.rates[1:-1], forward.apical, rates, *step)
 
     def _write_top_down_updates(self, state: CircuitState, read: Readout) -> None:
         """Learned top-down synapses predict the lower soma (normalised least squares)."""
