@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -155,6 +156,11 @@ def _rounded(lr: float) -> float:
     return float(f"{lr:.6g}")
 
 
+def _on(lr: float, grid: list[float]) -> bool:
+    """Whether ``lr`` is one of ``grid``'s rates (up to the rounding of a rate given as text)."""
+    return any(math.isclose(lr, point, rel_tol=1e-4) for point in grid)
+
+
 class LrSelection:
     """Learning rates chosen on validation accuracy, kept in a JSON file trial by trial (so an
     interrupted selection resumes, and a wider grid adds only its new rates):
@@ -199,10 +205,12 @@ class LrSelection:
         for lr in grid:
             self.score(key, lr, run)
         while True:
-            tried = sorted(float(lr) for lr in self.trials[key] if float(lr) in coarse)
-            best = best_lr({lr: t for lr, t in self.trials[key].items() if float(lr) in coarse})
+            on_grid = {lr: t for lr, t in self.trials[key].items() if _on(float(lr), coarse)}
+            tried = sorted(float(lr) for lr in on_grid)
+            best = best_lr(on_grid)
             step = -1 if best == tried[0] else 1 if best == tried[-1] else 0
-            beyond = coarse.index(best) + step
+            beyond = next(i for i, lr in enumerate(coarse) if math.isclose(lr, best, rel_tol=1e-4))
+            beyond += step
             if step == 0 or not 0 <= beyond < len(coarse):
                 break
             self.score(key, coarse[beyond], run)
@@ -227,3 +235,19 @@ class LrSelection:
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(text)
         tmp.replace(self.path)
+
+
+def selection_lines(chooser: LrSelection, keys: Iterable[str]) -> list[str]:
+    """One line per key: its chosen lr (``(edge)`` where that is the smallest or largest tried)
+    and the validation accuracy at every lr tried (``!``: the trial diverged)."""
+    lines = []
+    for key in keys:
+        trials = chooser.trials[key]
+        accuracies = "  ".join(
+            f"{float(lr):g}: {100 * final_accuracy(trials[lr]):.2f}"
+            + ("!" if trials[lr]["status"] != "completed" else "")
+            for lr in sorted(trials, key=float)
+        )
+        edge = " (edge)" if chooser.at_edge(key) else ""
+        lines.append(f"  {key:<13} lr {best_lr(trials):g}{edge}  (val acc % by lr: {accuracies})")
+    return lines

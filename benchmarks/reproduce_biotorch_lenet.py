@@ -11,9 +11,17 @@ ReLU, max-pooling, xavier-uniform weights and feedback, zero biases), the 28x28 
 32x32 (bilinear) and normalised with mean 0.2859 / std 0.3530, no augmentation, SGD with momentum
 0.9, weight decay 1e-3, batch 64, 100 epochs, learning rate divided by 10 at epochs 50 and 75,
 cross-entropy. The benchmark does not publish its initial learning rates for Fashion-MNIST, so each
-rule takes the one of BioTorch's LeNet SGD configuration on CIFAR-10 (BP, uSF, brSF, frSF 0.1;
-FA 1e-3; DFA 1e-4), except uSF and brSF, whose networks died within the first epoch at 0.1 (every
-ReLU silent, the loss stuck at ln 10) and which take 0.01; ``--lr RULE=VALUE`` overrides one.
+rule's rate is chosen on validation around the one of BioTorch's LeNet SGD configuration on
+CIFAR-10 (BP, uSF, brSF, frSF 0.1; FA 1e-3; DFA 1e-4; uSF and brSF start from 0.01, since their
+networks died within the first epoch at 0.1: every ReLU silent, the loss stuck at ln 10)::
+
+    python benchmarks/reproduce_biotorch_lenet.py --select-lr [--select-epochs 10]
+
+trains each rule for ``--select-epochs`` epochs (the published setting otherwise, the schedule's
+first decay not yet reached) at that rate, a third of it and three times it (one step further
+while an end wins), and keeps the rate of the best accuracy on the 5,000 held-out training images
+after the last epoch (``<out>/lr_selection.json``; the test set is never evaluated). Then each
+rule trains at its chosen rate (else its starting rate); ``--lr RULE=VALUE`` overrides one.
 
 Two differences we keep, printed under the table: BioTorch selects its checkpoint by accuracy on
 the test set itself (its "validation" loader reads the test split); here the checkpoint with the
@@ -33,7 +41,16 @@ import dataclasses
 import json
 from pathlib import Path
 
-from _common import default_data_dir, fmt, train_to
+from _common import (
+    LrSelection,
+    check_saved_settings,
+    default_data_dir,
+    fmt,
+    parse_lr_overrides,
+    selection_lines,
+    train_to,
+    validation_score,
+)
 
 from ngrad.errors import NgradError
 from ngrad.rules import get_rule_class
@@ -48,6 +65,7 @@ PUBLISHED_ERROR = {  # BioTorch Benchmarks.md, Fashion-MNIST, LeNet, top-1 test 
     "brsf": 10.02,
     "frsf": 9.61,
 }
+VALIDATION_IMAGES = 5000  # the whole validation split
 LEARNING_RATES = {  # biotorch/benchmark_configs/cifar10/le_net/sgd/*.yaml (none for Fashion-MNIST)
     "bp": 0.1,
     "fa": 1e-3,
@@ -88,7 +106,8 @@ def settings(rule: str, epochs: int, args: argparse.Namespace, lr: float) -> dic
 
 def train_or_resume(rule: str, args: argparse.Namespace, lr: float) -> dict:
     """Train ``rule`` to ``args.epochs`` epochs, continuing its saved run where there is one."""
-    out = Path(args.out) / rule
+    out = Path(args.out) / rule / f"lr{lr:g}"
+    check_saved_settings(out, settings(rule, args.epochs, args, lr))
     summary = train_to(
         out, args.epochs, lambda: settings(rule, args.epochs, args, lr), args.progress
     )
@@ -105,12 +124,46 @@ def train_or_resume(rule: str, args: argparse.Namespace, lr: float) -> dict:
     }
 
 
-def learning_rate_overrides(items: list[str]) -> dict[str, float]:
-    overrides = {}
-    for item in items:
-        rule, _, value = item.partition("=")
-        overrides[rule.strip()] = float(value)
-    return overrides
+def selection(args: argparse.Namespace) -> LrSelection:
+    """The lr-selection file of this budget and seed."""
+    setting = {"epochs": args.select_epochs, "seed": args.seed, "val_images": VALIDATION_IMAGES}
+    return LrSelection(Path(args.lr_file), setting)
+
+
+def select_lr(rules: list[str], args: argparse.Namespace) -> None:
+    """Score each rule on validation accuracy at its starting rate, a third of it and three
+    times it (and a step further while an end wins); print the choices."""
+    chooser = selection(args)
+
+    def trial(rule: str, lr: float) -> dict:
+        values = settings(rule, args.select_epochs, args, lr)
+        score = validation_score(values, args.select_epochs, VALIDATION_IMAGES)
+        print(json.dumps({"rule": rule, "lr": lr} | score), flush=True)
+        return score
+
+    for rule in rules:
+        start = LEARNING_RATES.get(rule, 0.1)
+        grid = [float(f"{start * factor:.6g}") for factor in (1 / 3, 1, 3)]
+        chooser.select(rule, grid, lambda lr, r=rule: trial(r, lr), extend=1)
+    print(
+        f"\nlr chosen on the {VALIDATION_IMAGES} validation images after {args.select_epochs} "
+        f"epochs (seed {args.seed}); written to {args.lr_file}"
+    )
+    print("\n".join(selection_lines(chooser, rules)))
+
+
+def learning_rates(rules: list[str], args: argparse.Namespace) -> dict[str, tuple[float, str]]:
+    """{rule: (lr, where it came from)}: --lr, else the selection file, else the start rate."""
+    chosen = selection(args).chosen()
+    rates = {}
+    for rule in rules:
+        if rule in args.lr:
+            rates[rule] = (args.lr[rule], "--lr")
+        elif rule in chosen:
+            rates[rule] = (chosen[rule], "val")
+        else:
+            rates[rule] = (LEARNING_RATES.get(rule, 0.1), "start")
+    return rates
 
 
 def print_table(rows: list[dict], args: argparse.Namespace) -> None:
@@ -120,15 +173,16 @@ def print_table(rows: list[dict], args: argparse.Namespace) -> None:
         f"lr /10 at epochs 50 and 75, seed {args.seed}; published budget {PUBLISHED_BUDGET} epochs"
     )
     print(
-        f"{'rule':<5} {'lr':>7} {'epochs':>8} {'test err %':>10} {'published':>10} {'gap':>6} "
-        f"{'last err %':>10} {'time/BP':>8}"
+        f"{'rule':<5} {'lr':>7} {'from':>5} {'epochs':>8} {'test err %':>10} {'published':>10} "
+        f"{'gap':>6} {'last err %':>10} {'time/BP':>8}"
     )
     for row in rows:
         published = row["published_error"]
         gap = None if published is None else row["test_error"] - published
         ratio = row["epoch_time_s"] / bp_time if bp_time and row["epoch_time_s"] else None
         print(
-            f"{row['rule']:<5} {row['lr']:>7.0e} {row['epochs_run']:>4}/{PUBLISHED_BUDGET:<3} "
+            f"{row['rule']:<5} {row['lr']:>7.0e} {row.get('lr_source', '-'):>5} "
+            f"{row['epochs_run']:>4}/{PUBLISHED_BUDGET:<3} "
             f"{row['test_error']:>10.2f} {fmt(published):>10} {fmt(gap, '+.2f'):>6} "
             f"{row['final_test_error']:>10.2f} {fmt(ratio):>8}"
         )
@@ -150,23 +204,37 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=PUBLISHED_BUDGET)
     parser.add_argument("--rules", default=",".join(PUBLISHED_ERROR))
     parser.add_argument("--lr", action="append", default=[], metavar="RULE=VALUE")
+    parser.add_argument("--select-lr", action="store_true", help="choose each rule's lr first")
+    parser.add_argument("--select-epochs", type=int, default=10)
+    parser.add_argument("--lr-file", default=None, help="default: <out>/lr_selection.json")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", default=default_data_dir())
     parser.add_argument("--out", default="results/biotorch_lenet")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
     args = parser.parse_args()
-    overrides = learning_rate_overrides(args.lr)
+    args.lr = parse_lr_overrides(args.lr)
+    args.lr_file = args.lr_file or str(Path(args.out) / "lr_selection.json")
+    rules = [name.strip() for name in args.rules.split(",") if name.strip()]
+    unknown = [rule for rule in rules if rule not in PUBLISHED_ERROR]
+    if unknown:
+        raise SystemExit(f"no published LeNet number for {', '.join(unknown)}")
+    if args.select_lr:
+        select_lr(rules, args)
+        return
     rows = []
-    for rule in [name.strip() for name in args.rules.split(",") if name.strip()]:
-        lr = overrides.get(rule, LEARNING_RATES.get(rule, 0.1))
+    for rule, (lr, source) in learning_rates(rules, args).items():
         try:
-            rows.append(train_or_resume(rule, args, lr))
+            rows.append(train_or_resume(rule, args, lr) | {"lr_source": source})
         except NgradError as error:
             raise SystemExit(f"{rule}: {error}") from None
         print(json.dumps(rows[-1]), flush=True)
     print_table(rows, args)
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / "summary.json").write_text(json.dumps(rows, indent=2))
+    # rows of rules run by another invocation (a second process) are kept
+    path = Path(args.out) / "summary.json"
+    kept = json.loads(path.read_text()) if path.is_file() else []
+    mine = {row["rule"] for row in rows}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps([r for r in kept if r["rule"] not in mine] + rows, indent=2))
 
 
 if __name__ == "__main__":

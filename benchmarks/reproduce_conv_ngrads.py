@@ -24,14 +24,21 @@ first process, 43 for the second)::
 variant and CHL cost about 20x BP per epoch here, more than half of it the free-phase relaxation
 that evaluates the 15,000 validation and test images every epoch; they set the wall time.
 
-Every row trains the same network with the same budget: ``ngrad.models`` ``vgg`` with ReLU
-(conv 3x3 -> ReLU -> 2x2 max-pool blocks, one per ``--channels`` entry, then a linear classifier;
-the default widths make a VGG-5-sized net: four conv blocks and one dense layer; 16,32,64,128 is
-the same shape, narrower), inputs in [0, 1], SGD with momentum 0.9, batch 128, cross-entropy.
-Each rule keeps its own defaults (docs/target_propagation.md, docs/energy_based.md);
-``ep-one-sided`` is EP with ``nudging=one_sided`` (+beta against the free state) beside the
-default symmetric nudging (+-beta). Test error is taken at the epoch of best accuracy on 5,000
-held-out training images; several seeds are averaged.
+Every row trains the same network with the same budget: ``ngrad.models`` ``vgg`` with
+``--activation`` units (conv 3x3 -> f -> 2x2 max-pool blocks, one per ``--channels`` entry, then a
+linear classifier; the default widths make a VGG-5-sized net: four conv blocks and one dense
+layer; 16,32,64,128 is the same shape, narrower), inputs in [0, 1], SGD with momentum 0.9, batch
+128, cross-entropy. ReLU by default; ``--activation hard_sigmoid`` is Laborieux et al.'s bounded
+unit clip(a/2, 0, 1), on which the energy-based rules' relaxations cannot run away. Each rule
+keeps its own defaults (docs/target_propagation.md, docs/energy_based.md) except L-DRL, which
+trains its feedback on Ernoult et al.'s kind of schedule (``LDRL_SCHEDULE``: their beta, several
+noisy feedback iterations per batch, steps that let the feedback learn within a few dozen
+batches; one value for every layer where they set one per layer): at ngrad's defaults (one
+iteration, beta = 0.01, a small feedback rate) the random initial feedback sends targets to the
+lower conv layers whose updates are 10-50x BP's and at right angles to it, and the net diverges
+(docs/target_propagation.md). ``ep-one-sided`` is EP with ``nudging=one_sided`` (+beta against
+the free state) beside the default symmetric nudging (+-beta). Test error is taken at the epoch of
+best accuracy on 5,000 held-out training images; several seeds are averaged.
 
 Learning rates, per variant, first found wins: ``--lr VARIANT=VALUE``; the choice of
 ``--select-lr`` (read from ``--lr-file``, by default ``<out>/lr_selection.json``); else 0.05.
@@ -56,8 +63,8 @@ The papers' claims the table checks, with their budgets:
 
 Differences kept on purpose: Fashion-MNIST instead of CIFAR-10 (the data reachable offline), one
 optimiser for every rule, with one learning rate per rule chosen from one grid, instead of each
-paper's tuned schedule (Ernoult et al.'s per-layer feedback iterations, Laborieux et al.'s
-per-layer rates and hard-sigmoid units, PCX's AdamW), and each rule's ngrad defaults (EP and CHL:
+paper's tuned schedule (Ernoult et al.'s per-layer feedback settings, Laborieux et al.'s
+per-layer rates, PCX's AdamW), and each rule's ngrad defaults (EP and CHL:
 feedback strength gamma = 0.25, not the plain Hopfield energy). A run far short of the papers'
 epochs shows the machinery and the early gap, not a verdict on the claims; the table says how far
 short it stopped.
@@ -76,12 +83,11 @@ from pathlib import Path
 
 from _common import (
     LrSelection,
-    best_lr,
     check_saved_settings,
     default_data_dir,
-    final_accuracy,
     fmt,
     parse_lr_overrides,
+    selection_lines,
     train_to,
     validation_score,
 )
@@ -89,12 +95,17 @@ from _common import (
 from ngrad.errors import NgradError
 from ngrad.rules import REGISTRY
 
+# Ernoult et al. 2022's SimpleVGG schedule (scalingDTP: beta 0.7; 20-55 feedback iterations, noise
+# 0.08-0.4 and SGD-momentum feedback lrs 1e-4 to 0.18 per layer), as one value for every layer;
+# feedback_step 0.1 is a plain-SGD step on ngrad's L-DRL (curvature <= 1, so stable), of the order
+# of their output layer's 0.18 momentum lr times 2 s^2 / (1 - 0.9)
+LDRL_SCHEDULE = {"target_step": 0.7, "feedback_iterations": 10, "noise": 0.2, "feedback_step": 0.1}
 # label -> (rule, rule options, published budget in epochs, source of the budget)
 VARIANTS: dict[str, tuple[str, dict, int | None, str]] = {
     "bp": ("bp", {}, None, "yardstick"),
     "dtp": ("dtp", {}, 90, "Ernoult et al. 2022"),
     "ddtp": ("ddtp", {}, 90, "Ernoult et al. 2022"),
-    "ldrl": ("ldrl", {}, 90, "Ernoult et al. 2022"),
+    "ldrl": ("ldrl", LDRL_SCHEDULE, 90, "Ernoult et al. 2022"),
     "ep": ("ep", {"nudging": "symmetric"}, 120, "Laborieux et al. 2021"),
     "ep-one-sided": ("ep", {"nudging": "one_sided"}, 120, "Laborieux et al. 2021"),
     "chl": ("chl", {}, None, "no conv CHL number"),
@@ -121,7 +132,7 @@ def settings(label: str, seed: int, lr: float, args: argparse.Namespace, **budge
             "data": "fashion-mnist",
             "data_dir": args.data_dir,
             "model": "vgg",
-            "model_options": {"channels": args.channels, "activation": "relu"},
+            "model_options": {"channels": args.channels, "activation": args.activation},
             "epochs": args.epochs,
             "train_subset": args.train_subset,
             "seed": seed,
@@ -137,6 +148,7 @@ def selection(args: argparse.Namespace) -> LrSelection:
     """The lr-selection file of these settings (see the module's docstring)."""
     setting = {
         "channels": args.channels,
+        "activation": args.activation,
         "epochs": args.select_epochs,
         "train_subset": args.select_subset,
         "val_images": args.select_val,
@@ -166,15 +178,7 @@ def select_lr(labels: list[str], args: argparse.Namespace) -> None:
         f"{','.join(map(str, args.lr_grid))}, extended up to {args.extend} step(s) past an end "
         f"that won{', refined by half steps' if args.refine else ''}); written to {args.lr_file}"
     )
-    for label in labels:
-        trials = chooser.trials[label]
-        accuracies = "  ".join(
-            f"{float(lr):g}: {100 * final_accuracy(trials[lr]):.2f}"
-            + ("!" if trials[lr]["status"] != "completed" else "")
-            for lr in sorted(trials, key=float)
-        )
-        edge = " (edge)" if chooser.at_edge(label) else ""
-        print(f"  {label:<13} lr {best_lr(trials):g}{edge}  (val acc % by lr: {accuracies})")
+    print("\n".join(selection_lines(chooser, labels)))
 
 
 def learning_rates(labels: list[str], args: argparse.Namespace) -> dict[str, tuple[float, str]]:
@@ -258,9 +262,9 @@ def verdicts(rows: dict[str, dict]) -> list[dict]:
 def print_table(rows: dict[str, dict], claims: list[dict], args: argparse.Namespace) -> None:
     subset = args.train_subset or "all 55,000"
     print(
-        f"\nFashion-MNIST, vgg ReLU channels {','.join(map(str, args.channels))} + linear "
-        f"classifier, SGD momentum 0.9 (lr per row), batch 128, {args.epochs} epochs, training "
-        f"images: {subset}, seeds {','.join(map(str, args.seeds))}"
+        f"\nFashion-MNIST, vgg {args.activation} channels {','.join(map(str, args.channels))} "
+        f"+ linear classifier, SGD momentum 0.9 (lr per row), batch 128, {args.epochs} epochs, "
+        f"training images: {subset}, seeds {','.join(map(str, args.seeds))}"
     )
     bp_time = rows["bp"]["epoch_time_s"] if "bp" in rows else None
     print(
@@ -311,6 +315,12 @@ def main() -> None:
     parser.add_argument("--train-subset", type=int, default=0, help="first N images (0: all)")
     parser.add_argument("--seeds", default="0", help="comma-separated seeds")
     parser.add_argument("--channels", default="128,256,512,512", help="conv block widths")
+    parser.add_argument(
+        "--activation",
+        default="relu",
+        choices=("relu", "hard_sigmoid", "sigmoid", "tanh", "leaky_relu"),
+        help="every variant's units (hard_sigmoid: Laborieux et al.'s clip(a/2, 0, 1))",
+    )
     parser.add_argument("--rules", default=",".join(VARIANTS), help="variants to run")
     parser.add_argument("--lr", action="append", default=[], help="VARIANT=VALUE (repeatable)")
     parser.add_argument("--lr-file", help="lr choices (default: <out>/lr_selection.json)")

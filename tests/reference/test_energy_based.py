@@ -108,8 +108,11 @@ def test_ep_on_a_convolutional_network_matches_the_bptt_gradient():
     assert relative_error(_grads(network), oracle) < 1e-5
 
 
-@pytest.mark.parametrize(("activation", "loss", "gamma"), [("sigmoid", "cross_entropy", 1.0),
-                                                       ("relu", "mse", 0.5)])  # fmt: skip
+POOLED_UNITS = [("sigmoid", "cross_entropy", 1.0), ("relu", "mse", 0.5),
+                ("hard_sigmoid", "cross_entropy", 1.0)]  # fmt: skip
+
+
+@pytest.mark.parametrize(("activation", "loss", "gamma"), POOLED_UNITS)
 def test_ep_on_a_max_pooled_conv_energy_converges_to_the_bptt_gradient(activation, loss, gamma):
     """Laborieux et al.'s conv + max-pool couplings: autograd through the relaxation (through
     max_pool2d) against the implicit gradient at the switches of the fixed point, and EP."""
@@ -132,9 +135,10 @@ def test_ep_on_a_max_pooled_conv_energy_converges_to_the_bptt_gradient(activatio
     assert errors["one_sided", 1e-3] < errors["one_sided", 1e-2] / 5  # O(beta)
 
 
-@pytest.mark.parametrize("rule_name", ["ep", "chl"])
-def test_pooled_relaxation_never_raises_the_energy_and_both_schedules_agree(rule_name):
-    network = small_pooled_network("sigmoid")
+@pytest.mark.parametrize(("rule_name", "activation"), [("ep", "sigmoid"), ("chl", "sigmoid"),
+                                                     ("ep", "hard_sigmoid")])  # fmt: skip
+def test_pooled_relaxation_never_raises_the_energy_and_both_schedules_agree(rule_name, activation):
+    network = small_pooled_network(activation)
     x, y = small_batch((1, 8, 8), n=8)
     rule = ngrad.make_rule(rule_name, network, "mse", feedback_strength=1.0, free_steps=1)
     drive = rule.input_drive(x)

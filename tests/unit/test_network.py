@@ -26,6 +26,21 @@ def test_invertible_activations_round_trip(name):
     torch.testing.assert_close(activation.inverse(activation(a)), a)
 
 
+def test_hard_sigmoid_is_laborieux_clip_and_its_module_twin_agrees():
+    from ngrad.models.common import activation_module
+
+    a = torch.tensor([-1.0, 0.0, 0.5, 1.0, 2.0, 3.0], dtype=torch.float64)
+    expected = torch.tensor([0.0, 0.0, 0.25, 0.5, 1.0, 1.0], dtype=torch.float64)
+    torch.testing.assert_close(get_activation("hard_sigmoid")(a), expected)
+    torch.testing.assert_close(activation_module("hard_sigmoid")(a), expected)
+    # the energy's G(s) = s^2 on [0, 1]: G'(s) = 2 s is the unit's inverse where it is linear
+    from ngrad.rules.energy_based.energy import ENERGY_INTEGRALS
+
+    s = torch.linspace(0.05, 0.95, 7, dtype=torch.float64).requires_grad_()
+    (slope,) = torch.autograd.grad(ENERGY_INTEGRALS["hard_sigmoid"](s).sum(), s)
+    torch.testing.assert_close(get_activation("hard_sigmoid")(slope), s.detach())
+
+
 def test_non_invertible_activation_says_so():
     with pytest.raises(ValueError, match="not invertible"):
         get_activation("relu").inverse(torch.zeros(2))

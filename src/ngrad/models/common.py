@@ -8,10 +8,11 @@ import numbers
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, TypeVar
 
+import torch
 from torch import nn
 
 from ngrad.errors import ConfigError
-from ngrad.nn.activations import LEAKY_RELU_SLOPE
+from ngrad.nn.activations import LEAKY_RELU_SLOPE, hard_sigmoid
 from ngrad.nn.init import fans, initialise_
 from ngrad.options import build_options
 
@@ -31,23 +32,21 @@ __all__ = [
 
 T = TypeVar("T")
 
-Activation = Literal["tanh", "sigmoid", "relu", "leaky_relu", "gelu", "identity"]
+Activation = Literal["tanh", "sigmoid", "relu", "leaky_relu", "gelu", "hard_sigmoid", "identity"]
 """The activations of :mod:`ngrad.nn.activations` (an MLP built with them has an ngrad twin)."""
 ConvActivation = Literal[
-    "relu", "elu", "gelu", "tanh", "sigmoid", "leaky_relu", "hard_tanh", "identity"
+    "relu", "elu", "gelu", "tanh", "sigmoid", "leaky_relu", "hard_sigmoid", "hard_tanh", "identity"
 ]
-"""Activations of the conv nets: ngrad's, plus ELU (Ernoult et al.) and hard tanh (PCX)."""
+"""Activations of the conv nets: ngrad's (hard_sigmoid: Laborieux et al.'s clip(a/2, 0, 1)), plus
+ELU (Ernoult et al.) and hard tanh (PCX)."""
 
-_ACTIVATION_MODULES: dict[str, Callable[[], nn.Module]] = {
-    "tanh": nn.Tanh,
-    "sigmoid": nn.Sigmoid,
-    "relu": nn.ReLU,
-    "leaky_relu": lambda: nn.LeakyReLU(LEAKY_RELU_SLOPE),  # ngrad's slope, not torch's 0.01
-    "gelu": nn.GELU,
-    "identity": nn.Identity,
-    "elu": nn.ELU,
-    "hard_tanh": nn.Hardtanh,
-}
+
+class HardSigmoid(nn.Module):
+    """clip(a / 2, 0, 1) (Laborieux et al. 2021; torch's ``nn.Hardsigmoid`` is another
+    function, relu6(a + 3) / 6)."""
+
+    def forward(self, pre_activation: torch.Tensor) -> torch.Tensor:
+        return hard_sigmoid(pre_activation)
 
 
 def activation_module(name: str) -> nn.Module:
@@ -143,3 +142,16 @@ def initialise(model: nn.Module, scheme: str) -> nn.Module:
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
     return model
+
+
+_ACTIVATION_MODULES: dict[str, Callable[[], nn.Module]] = {
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "relu": nn.ReLU,
+    "leaky_relu": lambda: nn.LeakyReLU(LEAKY_RELU_SLOPE),  # ngrad's slope, not torch's 0.01
+    "gelu": nn.GELU,
+    "identity": nn.Identity,
+    "elu": nn.ELU,
+    "hard_tanh": nn.Hardtanh,
+    "hard_sigmoid": HardSigmoid,
+}

@@ -28,13 +28,13 @@ PCX tunes the activation per run (mostly GELU, which is the presets' default); n
 uses batch norm (``batch_norm`` adds it).
 
 Which type the builders return: with a monotone activation of ngrad's (relu, tanh, sigmoid,
-leaky_relu, identity) and no batch norm, an ngrad :class:`~ngrad.nn.network.Network` of
-max-pooled :class:`~ngrad.nn.layers.Conv2dLayer` s and :class:`~ngrad.nn.layers.DenseLayer` s,
-which every family's rules train (a layer computes f(maxpool(conv) + b), the same function as
-conv -> f -> pool for a monotone f; state_dict keys ``layers.<i>.weight``). Otherwise (GELU, which
-is not monotone, ELU, hard tanh, batch norm) the plain ``nn.Sequential`` of blocks above
-(``block<i>.conv``, ...), which the feedback-alignment family trains through its hooks. Both draw
-the same weights for a given seed.
+leaky_relu, hard_sigmoid, identity) and no batch norm, an ngrad
+:class:`~ngrad.nn.network.Network` of max-pooled :class:`~ngrad.nn.layers.Conv2dLayer` s and
+:class:`~ngrad.nn.layers.DenseLayer` s, which every family's rules train (a layer computes
+f(maxpool(conv) + b), the same function as conv -> f -> pool for a monotone f; state_dict keys
+``layers.<i>.weight``). Otherwise (GELU, which is not monotone, ELU, hard tanh, batch norm) the
+plain ``nn.Sequential`` of blocks above (``block<i>.conv``, ...), which the feedback-alignment
+family trains through its hooks. Both draw the same weights for a given seed.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ from ngrad.nn.network import Network
 __all__ = ["PCXVGGOptions", "SimpleVGGOptions", "VGGOptions", "simple_vgg", "vgg", "vgg5", "vgg7"]
 
 # Activations for which f(maxpool(u)) = maxpool(f(u)), so an ngrad layer pools before f.
-MONOTONE = ("relu", "tanh", "sigmoid", "leaky_relu", "identity")
+MONOTONE = ("relu", "tanh", "sigmoid", "leaky_relu", "hard_sigmoid", "identity")
 
 
 @dataclass(frozen=True)

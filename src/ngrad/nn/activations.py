@@ -46,6 +46,16 @@ SIGMOID_SLOPE_AT_ZERO = 0.25
 """sigma'(0) of the logistic sigmoid."""
 
 
+def hard_sigmoid(pre_activation: Tensor) -> Tensor:
+    """rho(a) = clip(a / 2, 0, 1): Laborieux et al. 2021's ``my_hard_sig``, the bounded unit of
+    their conv EP (its states live in [0, 1], so relaxations on it cannot run away)."""
+    return pre_activation.mul(0.5).clamp_(0.0, 1.0)
+
+
+def _hard_sigmoid_derivative(a: Tensor, _h: Tensor) -> Tensor:
+    return ((a >= 0) & (a <= 2)).to(a.dtype).mul_(0.5)  # as autograd through clamp
+
+
 def _gelu_derivative(a: Tensor, _h: Tensor) -> Tensor:
     cdf = 0.5 * (1.0 + torch.erf(a / math.sqrt(2.0)))
     pdf = torch.exp(-0.5 * a * a) / math.sqrt(2.0 * math.pi)
@@ -65,6 +75,7 @@ ACTIVATIONS: dict[str, Activation] = {
         lambda h: torch.where(h > 0, h, h / LEAKY_RELU_SLOPE),
     ),
     "gelu": Activation("gelu", torch.nn.functional.gelu, _gelu_derivative),
+    "hard_sigmoid": Activation("hard_sigmoid", hard_sigmoid, _hard_sigmoid_derivative),
     "identity": Activation("identity", lambda a: a, lambda a, _h: torch.ones_like(a), lambda h: h),
 }
 

@@ -85,6 +85,10 @@ def _quadratic_integral(s: Tensor) -> Tensor:
     return 0.5 * s * s
 
 
+def _hard_sigmoid_integral(s: Tensor) -> Tensor:
+    return s * s  # rho^{-1}(s) = 2 s on [0, 1], where the relaxation keeps the state
+
+
 def _leaky_integral(s: Tensor) -> Tensor:
     return 0.5 * s * torch.where(s > 0, s, s / LEAKY_RELU_SLOPE)
 
@@ -105,6 +109,7 @@ ENERGY_INTEGRALS: dict[str, Callable[[Tensor], Tensor]] = {
     "identity": _quadratic_integral,
     "relu": _quadratic_integral,
     "leaky_relu": _leaky_integral,
+    "hard_sigmoid": _hard_sigmoid_integral,
     "softmax": lambda p: torch.xlogy(p, p),  # summed over the group: its negative entropy
 }
 

@@ -42,7 +42,7 @@ __all__ = ["NON_NEGATIVE", "HopfieldRule", "RelaxationOptions", "phase_scalars"]
 
 # Activities a max-pooled coupling needs: with s_l >= 0 the term -s_l . maxpool(W s_{l-1}) is
 # concave in s_{l-1}, so updating s_{l-1} at the current switches still never raises the energy.
-NON_NEGATIVE = ("relu", "sigmoid")
+NON_NEGATIVE = ("relu", "sigmoid", "hard_sigmoid")
 
 
 @dataclass(frozen=True)

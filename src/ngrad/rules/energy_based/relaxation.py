@@ -301,6 +301,7 @@ _IN_PLACE: dict[str, Callable[[Tensor], Tensor]] = {
     "relu": torch.relu_,
     "identity": lambda drive: drive,
     "leaky_relu": lambda drive: torch.nn.functional.leaky_relu_(drive, LEAKY_RELU_SLOPE),
+    "hard_sigmoid": lambda drive: drive.mul_(0.5).clamp_(0.0, 1.0),
 }
 
 
