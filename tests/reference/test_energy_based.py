@@ -108,12 +108,16 @@ def test_ep_on_a_convolutional_network_matches_the_bptt_gradient():
     assert relative_error(_grads(network), oracle) < 1e-5
 
 
-POOLED_UNITS = [("sigmoid", "cross_entropy", 1.0), ("relu", "mse", 0.5),
-                ("hard_sigmoid", "cross_entropy", 1.0)]  # fmt: skip
+# (units, loss, gamma, the two betas): a +-beta phase that pushes a unit across a kink of the hard
+# sigmoid breaks the O(beta^2) cancellation, so its betas are small enough that none does
+POOLED_UNITS = [("sigmoid", "cross_entropy", 1.0, (1e-2, 1e-3)), ("relu", "mse", 0.5, (1e-2, 1e-3)),
+                ("hard_sigmoid", "cross_entropy", 1.0, (1e-4, 1e-5))]  # fmt: skip
 
 
-@pytest.mark.parametrize(("activation", "loss", "gamma"), POOLED_UNITS)
-def test_ep_on_a_max_pooled_conv_energy_converges_to_the_bptt_gradient(activation, loss, gamma):
+@pytest.mark.parametrize(("activation", "loss", "gamma", "betas"), POOLED_UNITS)
+def test_ep_on_a_max_pooled_conv_energy_converges_to_the_bptt_gradient(
+    activation, loss, gamma, betas
+):
     """Laborieux et al.'s conv + max-pool couplings: autograd through the relaxation (through
     max_pool2d) against the implicit gradient at the switches of the fixed point, and EP."""
     network = small_pooled_network(activation)
@@ -124,15 +128,17 @@ def test_ep_on_a_max_pooled_conv_energy_converges_to_the_bptt_gradient(activatio
     weights, biases = rule.fixed_point_gradients(x, y, states)
     assert relative_error([*weights, *biases], oracle) < 1e-8
     errors = {}
+    large, small = betas
     for nudging in ("symmetric", "one_sided"):
-        for beta in (1e-2, 1e-3):
+        for beta in betas:
             rule = ngrad.make_rule("ep", network, loss, nudging_strength=beta, nudging=nudging,
                                    feedback_strength=gamma, **SETTLED)  # fmt: skip
             rule.backward(x, y)
             errors[nudging, beta] = relative_error(_grads(network), oracle)
-    assert errors["symmetric", 1e-3] < 1e-5
-    assert errors["symmetric", 1e-3] < errors["symmetric", 1e-2] / 50  # O(beta^2)
-    assert errors["one_sided", 1e-3] < errors["one_sided", 1e-2] / 5  # O(beta)
+    assert errors["symmetric", small] < 1e-5
+    floor = 1e-9  # the relaxation's precision: below it, no ratio
+    assert errors["symmetric", small] < max(errors["symmetric", large] / 50, floor)  # O(beta^2)
+    assert errors["one_sided", small] < errors["one_sided", large] / 5  # O(beta)
 
 
 @pytest.mark.parametrize(("rule_name", "activation"), [("ep", "sigmoid"), ("chl", "sigmoid"),

@@ -94,19 +94,31 @@ def check_ep_equals_fixed_point_gradient(rule_name: str, **options) -> list[Chec
 @check_of(EquilibriumPropagation)
 def check_ep_on_a_pooled_conv_energy(rule_name: str, **options) -> list[CheckResult]:
     """Conv + max-pool couplings: symmetric EP at small beta is the gradient at the free fixed
-    point (with the switches held there), its error O(beta^2); one-sided O(beta)."""
+    point (with the switches held there), its error O(beta^2); one-sided O(beta). Sigmoid units,
+    and Laborieux et al.'s hard sigmoid clip(a/2, 0, 1), whose kinks break the O(beta^2)
+    cancellation for a unit that the +-beta phases push across one (measured on this net: error
+    3.7e-4 at beta = 1e-3, 2.7e-10 at 1e-4): its rows use beta = 1e-4 and 1e-5, where symmetric
+    EP is the fixed point's gradient to the relaxation's precision."""
     results = []
-    for nudging, ratio_bound in (("symmetric", 0.02), ("one_sided", 0.2)):
-        errors = {}
-        for beta in (1e-2, 1e-3):
-            errors[beta], cosine = ep_error_to_fixed_point_gradient(
-                rule_name, pooled_network(), "cross_entropy", beta, nudging, **options
-            )
-        if nudging == "symmetric":
-            label = "pooled conv: 1-cos(EP beta=1e-3 symmetric, grad at free fixed pt)"
-            results.append(CheckResult(rule_name, label, 1.0 - cosine, 1e-6, "<"))
-        label = f"pooled conv, {nudging}: error(beta=1e-3) / error(beta=1e-2)"
-        results.append(CheckResult(rule_name, label, errors[1e-3] / errors[1e-2], ratio_bound, "<"))
+    cases = (("sigmoid", "pooled conv", (1e-2, 1e-3)),
+             ("hard_sigmoid", "pooled conv, hard sigmoid", (1e-4, 1e-5)))  # fmt: skip
+    for units, prefix, (large, small) in cases:
+        for nudging, ratio_bound in (("symmetric", 0.02), ("one_sided", 0.2)):
+            errors = {}
+            for beta in (large, small):
+                errors[beta], cosine = ep_error_to_fixed_point_gradient(
+                    rule_name, pooled_network(units), "cross_entropy", beta, nudging, **options
+                )
+            if nudging == "symmetric":
+                label = f"{prefix}: 1-cos(EP beta={small:g} symmetric, grad at free fixed pt)"
+                results.append(CheckResult(rule_name, label, 1.0 - cosine, 1e-6, "<"))
+            if units == "hard_sigmoid" and nudging == "symmetric":  # at the precision floor
+                label = f"{prefix}, symmetric: relative error at beta={large:g}"
+                results.append(CheckResult(rule_name, label, errors[large], 1e-7, "<"))
+                continue
+            label = f"{prefix}, {nudging}: error(beta={small:g}) / error(beta={large:g})"
+            ratio = errors[small] / errors[large]
+            results.append(CheckResult(rule_name, label, ratio, ratio_bound, "<"))
     return results
 
 
