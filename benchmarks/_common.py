@@ -251,3 +251,24 @@ def selection_lines(chooser: LrSelection, keys: Iterable[str]) -> list[str]:
         edge = " (edge)" if chooser.at_edge(key) else ""
         lines.append(f"  {key:<13} lr {best_lr(trials):g}{edge}  (val acc % by lr: {accuracies})")
     return lines
+
+
+def chosen_rates(
+    keys: Iterable[str],
+    overrides: dict[str, float],
+    chooser: LrSelection,
+    default: Callable[[str], float],
+    default_name: str,
+) -> dict[str, tuple[float, str]]:
+    """{key: (lr, where it came from)}: ``overrides`` (``--lr``), else ``chooser``'s choice
+    (``val``; ``val, edge`` where it is the smallest or largest tried), else ``default(key)``."""
+    chosen = chooser.chosen()
+    rates = {}
+    for key in keys:
+        if key in overrides:
+            rates[key] = (overrides[key], "--lr")
+        elif key in chosen:
+            rates[key] = (chosen[key], "val, edge" if chooser.at_edge(key) else "val")
+        else:
+            rates[key] = (default(key), default_name)
+    return rates

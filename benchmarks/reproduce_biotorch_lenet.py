@@ -50,6 +50,7 @@ from pathlib import Path
 from _common import (
     LrSelection,
     check_saved_settings,
+    chosen_rates,
     default_data_dir,
     fmt,
     parse_lr_overrides,
@@ -160,16 +161,8 @@ def select_lr(rules: list[str], args: argparse.Namespace) -> None:
 
 def learning_rates(rules: list[str], args: argparse.Namespace) -> dict[str, tuple[float, str]]:
     """{rule: (lr, where it came from)}: --lr, else the selection file, else the start rate."""
-    chosen = selection(args).chosen()
-    rates = {}
-    for rule in rules:
-        if rule in args.lr:
-            rates[rule] = (args.lr[rule], "--lr")
-        elif rule in chosen:
-            rates[rule] = (chosen[rule], "val")
-        else:
-            rates[rule] = (LEARNING_RATES.get(rule, 0.1), "start")
-    return rates
+    start = lambda rule: LEARNING_RATES.get(rule, 0.1)  # noqa: E731
+    return chosen_rates(rules, args.lr, selection(args), start, "start")
 
 
 def print_table(rows: list[dict], args: argparse.Namespace) -> None:
@@ -179,7 +172,7 @@ def print_table(rows: list[dict], args: argparse.Namespace) -> None:
         f"lr /10 at epochs 50 and 75, seed {args.seed}; published budget {PUBLISHED_BUDGET} epochs"
     )
     print(
-        f"{'rule':<5} {'lr':>7} {'from':>5} {'epochs':>8} {'test err %':>10} {'published':>10} "
+        f"{'rule':<5} {'lr':>7} {'from':>9} {'epochs':>8} {'test err %':>10} {'published':>10} "
         f"{'gap':>6} {'last err %':>10} {'time/BP':>8}"
     )
     for row in rows:
@@ -187,7 +180,7 @@ def print_table(rows: list[dict], args: argparse.Namespace) -> None:
         gap = None if published is None else row["test_error"] - published
         ratio = row["epoch_time_s"] / bp_time if bp_time and row["epoch_time_s"] else None
         print(
-            f"{row['rule']:<5} {row['lr']:>7.0e} {row.get('lr_source', '-'):>5} "
+            f"{row['rule']:<5} {row['lr']:>7.0e} {row.get('lr_source', '-'):>9} "
             f"{row['epochs_run']:>4}/{PUBLISHED_BUDGET:<3} "
             f"{row['test_error']:>10.2f} {fmt(published):>10} {fmt(gap, '+.2f'):>6} "
             f"{row['final_test_error']:>10.2f} {fmt(ratio):>8}"

@@ -87,6 +87,7 @@ from pathlib import Path
 from _common import (
     LrSelection,
     check_saved_settings,
+    chosen_rates,
     default_data_dir,
     fmt,
     parse_lr_overrides,
@@ -191,17 +192,7 @@ def select_lr(labels: list[str], args: argparse.Namespace) -> None:
 
 def learning_rates(labels: list[str], args: argparse.Namespace) -> dict[str, tuple[float, str]]:
     """{variant: (lr, where it came from)}: --lr, else the selection file, else the default."""
-    chooser = selection(args)
-    chosen = chooser.chosen()
-    rates = {}
-    for label in labels:
-        if label in args.lr:
-            rates[label] = (args.lr[label], "--lr")
-        elif label in chosen:
-            rates[label] = (chosen[label], "val, edge" if chooser.at_edge(label) else "val")
-        else:
-            rates[label] = (DEFAULT_LR, "default")
-    return rates
+    return chosen_rates(labels, args.lr, selection(args), lambda _: DEFAULT_LR, "default")
 
 
 def train_or_resume(label: str, seed: int, lr: float, args: argparse.Namespace) -> dict:
