@@ -49,6 +49,19 @@ class HardSigmoid(nn.Module):
         return hard_sigmoid(pre_activation)
 
 
+_ACTIVATION_MODULES: dict[str, Callable[[], nn.Module]] = {
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "relu": nn.ReLU,
+    "leaky_relu": lambda: nn.LeakyReLU(LEAKY_RELU_SLOPE),  # ngrad's slope, not torch's 0.01
+    "gelu": nn.GELU,
+    "identity": nn.Identity,
+    "elu": nn.ELU,
+    "hard_tanh": nn.Hardtanh,
+    "hard_sigmoid": HardSigmoid,
+}
+
+
 def activation_module(name: str) -> nn.Module:
     """A fresh ``nn.Module`` computing the activation ``name`` (never in place)."""
     try:
@@ -142,16 +155,3 @@ def initialise(model: nn.Module, scheme: str) -> nn.Module:
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
     return model
-
-
-_ACTIVATION_MODULES: dict[str, Callable[[], nn.Module]] = {
-    "tanh": nn.Tanh,
-    "sigmoid": nn.Sigmoid,
-    "relu": nn.ReLU,
-    "leaky_relu": lambda: nn.LeakyReLU(LEAKY_RELU_SLOPE),  # ngrad's slope, not torch's 0.01
-    "gelu": nn.GELU,
-    "identity": nn.Identity,
-    "elu": nn.ELU,
-    "hard_tanh": nn.Hardtanh,
-    "hard_sigmoid": HardSigmoid,
-}
