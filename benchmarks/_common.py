@@ -156,9 +156,9 @@ def _rounded(lr: float) -> float:
     return float(f"{lr:.6g}")
 
 
-def _on(lr: float, grid: list[float]) -> bool:
-    """Whether ``lr`` is one of ``grid``'s rates (up to the rounding of a rate given as text)."""
-    return any(math.isclose(lr, point, rel_tol=1e-4) for point in grid)
+def _grid_index(lr: float, grid: list[float]) -> int | None:
+    """Where ``lr`` is in ``grid`` (up to the rounding of a rate given as text), or None."""
+    return next((i for i, point in enumerate(grid) if math.isclose(lr, point, rel_tol=1e-4)), None)
 
 
 class LrSelection:
@@ -205,12 +205,15 @@ class LrSelection:
         for lr in grid:
             self.score(key, lr, run)
         while True:
-            on_grid = {lr: t for lr, t in self.trials[key].items() if _on(float(lr), coarse)}
+            on_grid = {
+                lr: t
+                for lr, t in self.trials[key].items()
+                if _grid_index(float(lr), coarse) is not None
+            }
             tried = sorted(float(lr) for lr in on_grid)
             best = best_lr(on_grid)
             step = -1 if best == tried[0] else 1 if best == tried[-1] else 0
-            beyond = next(i for i, lr in enumerate(coarse) if math.isclose(lr, best, rel_tol=1e-4))
-            beyond += step
+            beyond = _grid_index(best, coarse) + step
             if step == 0 or not 0 <= beyond < len(coarse):
                 break
             self.score(key, coarse[beyond], run)

@@ -31,8 +31,8 @@ on 55,000 images instead of 60,000 and the test set never selects anything.
 A run is bit-for-bit repeatable on one machine for a given number of CPU threads, and differs
 with another (float sums in another order): two epochs of BP on 3,000 images gave identical losses
 twice with one thread and a validation loss 0.006 away with two; over 60 epochs such differences
-grew to 0.3 points of test error between two sessions. The table below was run with
-``OMP_NUM_THREADS=1``.
+grew to 0.3 points of test error between two sessions. The figures in docs/feedback_alignment.md
+(*Reproduction*) were run with ``OMP_NUM_THREADS=1``.
 
 Every run is resumable: a rule whose directory holds a run continues it (``ngrad train
 --resume``) up to ``--epochs``, so the published budget can be reached over several sessions

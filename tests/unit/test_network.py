@@ -4,10 +4,12 @@ import pytest
 import torch
 
 import ngrad
+from ngrad.models.common import activation_module
 from ngrad.nn.activations import ACTIVATIONS, get_activation
 from ngrad.nn.init import fans, random_like
 from ngrad.nn.layers import Conv2dLayer, DenseLayer
 from ngrad.nn.losses import LOSSES, get_loss
+from ngrad.rules.energy_based.energy import ENERGY_INTEGRALS
 
 
 @pytest.mark.parametrize("name", sorted(ACTIVATIONS))
@@ -27,15 +29,11 @@ def test_invertible_activations_round_trip(name):
 
 
 def test_hard_sigmoid_is_laborieux_clip_and_its_module_twin_agrees():
-    from ngrad.models.common import activation_module
-
     a = torch.tensor([-1.0, 0.0, 0.5, 1.0, 2.0, 3.0], dtype=torch.float64)
     expected = torch.tensor([0.0, 0.0, 0.25, 0.5, 1.0, 1.0], dtype=torch.float64)
     torch.testing.assert_close(get_activation("hard_sigmoid")(a), expected)
     torch.testing.assert_close(activation_module("hard_sigmoid")(a), expected)
     # the energy's G(s) = s^2 on [0, 1]: G'(s) = 2 s is the unit's inverse where it is linear
-    from ngrad.rules.energy_based.energy import ENERGY_INTEGRALS
-
     s = torch.linspace(0.05, 0.95, 7, dtype=torch.float64).requires_grad_()
     (slope,) = torch.autograd.grad(ENERGY_INTEGRALS["hard_sigmoid"](s).sum(), s)
     torch.testing.assert_close(get_activation("hard_sigmoid")(slope), s.detach())
