@@ -33,10 +33,11 @@ backpropagation algorithm. NeurIPS 31.
 
 ngrad's reading. Rate-based, vectorised over the batch, exponential Euler steps (``dt``): a forward
 phase without teacher (at most ``forward_steps``, ended once settled within ``settle_tolerance``)
-from its fixed point in the self-predicting state, then a teaching phase (``teaching_steps``).
+from its fixed point in the self-predicting state, then a teaching phase whose fixed point the
+plasticity reads: reached by top-down sweeps (``teaching_solver="sweeps"``, ``circuit_state.py``)
+or by ``teaching_steps`` Euler steps (``"euler"``, the time course ``compartment_trace`` draws).
 W_l is the paper's W^PP_l times g_B / (g_lk + g_B + g_A), so ``forward`` (the feedforward pass) is
-the circuit's forward state. Updates are divided by
-lambda_out N (the output's is BP's gradient; a hidden layer's c^{L-l} times BP's, see
+the circuit's forward state. Updates are divided by lambda_out N (the output's is BP's gradient; a hidden layer's c^{L-l} times BP's, see
 ``depth_compensation`` and ``hidden_rate``). Learned interneurons copy the teacher-induced step
 of the synapses they predict (``.grad``) and remove what they still mispredict with their own
 momentum-free normalised steps; ``interneurons="ideal"`` resets them to the self-predicting state
@@ -69,6 +70,8 @@ from ngrad.rules.compartmental.circuit_state import (
     apical_potentials,
     gather_synapses,
     largest_move,
+    read_state,
+    settle_by_sweeps,
 )
 from ngrad.rules.compartmental.compartments import (
     CompartmentTrace,
@@ -101,8 +104,10 @@ class MicrocircuitOptions:
     g_soma: float = 0.8  # g_som, nudging: interneurons by layer l+1, output by the teacher
     dt: float = 1.0  # exponential-Euler step (units of capacitance / conductance)
     forward_steps: int = 4  # most steps of the phase without teacher
-    teaching_steps: int = 8  # most steps of the phase with the teacher nudging the output
+    teaching_steps: int = 8  # most steps (sweeps) of the phase with the teacher nudging the output
+    teaching_solver: Literal["sweeps", "euler"] = "sweeps"  # its fixed point by sweeps, or Euler
     settle_tolerance: float = 1e-4  # forward phase ends before a step moving no potential this far
+    # (the sweeps: relative to the teacher's pull on the output)
     top_down: Literal["fixed", "learned"] = "fixed"  # top-down weights B: fixed random or learned
     init: Init = "pytorch"  # how the top-down weights B are drawn
     interneurons: Literal["learned", "ideal"] = "learned"  # ideal: reset to W^IP=W_(l+1), W^PI=-B
@@ -187,20 +192,6 @@ class DendriticMicrocircuit(LearningRule):
     def _synapses(self) -> Synapses:
         return gather_synapses(self.network, self.interneurons, self.feedback_matrices())
 
-    def _read(self, inputs: Tensor, state: CircuitState, drive: Tensor, w: Synapses) -> Readout:
-        """Every compartment's potential in ``state``; ``drive`` is the first layer's basal
-        input W_1 x + b_1 (it does not change within a batch), ``w`` the synapses."""
-        f = w.activations
-        rates = [inputs.flatten(1)] + [f[i](u) for i, u in enumerate(state.soma)]
-        basal = [drive] + [affine(rates[i], w.weight_t[i], w.bias[i]) for i in range(1, len(f))]
-        interneuron_rates = [f[i + 1](u) for i, u in enumerate(state.interneuron)]
-        dendrite = [
-            affine(rates[i + 1], w.predict_t[i], w.predict_bias[i])
-            for i in range(len(interneuron_rates))
-        ]
-        apical = apical_potentials(rates, interneuron_rates, w)
-        return Readout(rates, basal, apical, dendrite, interneuron_rates)
-
     def _relax(self, inputs, state, read, steps, teacher, drive, w, tolerance, visited=None):
         """Up to ``steps`` exponential-Euler steps from ``state`` (``read`` its readout, ``drive``
         the first layer's basal input, ``w`` the synapses); stops before a step that would move
@@ -227,7 +218,7 @@ class DendriticMicrocircuit(LearningRule):
             new = CircuitState(soma, interneuron)
             if tolerance and largest_move(state, new) < tolerance:
                 break
-            state, read = new, self._read(inputs, new, drive, w)
+            state, read = new, read_state(inputs, new, drive, w)
             if visited is not None:
                 visited.append(state)
         return state, read
@@ -252,7 +243,8 @@ class DendriticMicrocircuit(LearningRule):
 
     def _phases(self, inputs: Tensor, targets: Tensor | None, visited=None, tolerance=None):
         """Forward phase from the bottom-up sweep, ended once settled within ``tolerance``
-        (default: the option), then (with ``targets``) every step of the teaching phase."""
+        (default: the option), then (with ``targets``) the teaching phase: settled by sweeps, or
+        every Euler step (always when ``visited`` collects the states)."""
         o, w = self.options, self._synapses()
         tolerance = o.settle_tolerance if tolerance is None else tolerance
         start, read = self._bottom_up(inputs, w)
@@ -263,9 +255,16 @@ class DendriticMicrocircuit(LearningRule):
         if targets is None:
             return state, forward, None, None
         teacher = teacher_potential(self.loss, state.soma[-1], targets)
-        taught_state, taught = self._relax(
-            inputs, state, forward, o.teaching_steps, teacher, drive, w, 0.0, visited
-        )
+        if o.teaching_solver == "sweeps" and visited is None:
+            k = self._constants()
+            nudges = (k["apical_share"], k["interneuron_nudge"], k["output_nudge"])
+            taught_state, taught = settle_by_sweeps(
+                state, forward, teacher, w, nudges, o.teaching_steps, tolerance
+            )
+        else:  # the time course (always, for a trace): every exponential-Euler step
+            taught_state, taught = self._relax(
+                inputs, state, forward, o.teaching_steps, teacher, drive, w, 0.0, visited
+            )
         return state, forward, taught_state, taught
 
     # -- plasticity ----------------------------------------------------------------------------
@@ -387,7 +386,7 @@ class DendriticMicrocircuit(LearningRule):
         self._phases(inputs, targets, states, tolerance=0.0)  # every step, for the picture
         w = self._synapses()
         drive = affine(inputs.flatten(1), w.weight_t[0], w.bias[0])
-        record = [self._read(inputs, state, drive, w) for state in states]
+        record = [read_state(inputs, state, drive, w) for state in states]
         k = self._constants()
         count = len(self.network.layers)
         layers = []
