@@ -2,6 +2,7 @@
 
     python benchmarks/reproduce_compartmental.py [--epochs 5] [--rules microcircuit,burstprop,...]
     python benchmarks/reproduce_compartmental.py --speed-only      # the time ratios alone, < 2 min
+    python benchmarks/reproduce_compartmental.py --report-runs RUN [RUN ...] [--png curves.png]
 
 The rules are those of the registry that simulate compartments (a ``compartment_trace`` method).
 
@@ -37,11 +38,17 @@ A long run at one budget, resumable, one thread (what docs/compartmental.md repo
     ngrad train --rule segregated --data mnist --hidden 500 --activation sigmoid --lr 0.05 \
         --momentum 0.9 --normalize standard --init xavier --epochs 60 --out RUN
     ngrad train --resume RUN      # continues from the last finished epoch
+
+``--report-runs`` reads such runs (finished or still going) and prints, per run, the epochs done
+of its budget, the test error at the best validation epoch and at the last one, the published
+error and the gap, and draws every run's test error per epoch into one PNG (``--png``) beside
+the published figures: where a run that stopped short of its budget is heading.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 from pathlib import Path
@@ -88,6 +95,13 @@ PUBLISHED = {
     "microcircuit": "1.96 (V, epochs U)",
     "segregated": "4.1 (V, 60 epochs)",
     "burstprop": "1.1 (V, epochs U)",
+}
+# the same as numbers, keyed by (rule, hidden layers): segregated's two-layer figure is 3.2
+PUBLISHED_ERROR = {
+    ("microcircuit", 2): 1.96,
+    ("segregated", 1): 4.1,
+    ("segregated", 2): 3.2,
+    ("burstprop", 3): 1.1,
 }
 
 
@@ -185,6 +199,65 @@ def speed(args: argparse.Namespace, rules: list[str]) -> None:
         print(f"{name:<12} time / BP {ratio:.2f}x")
 
 
+def run_report(directory: Path) -> dict:
+    """A run's setting and test error by epoch, from its config.json and metrics.jsonl."""
+    config = json.loads((directory / "config.json").read_text())
+    history = [json.loads(line) for line in (directory / "metrics.jsonl").read_text().splitlines()]
+    trained = [h for h in history if h["epoch"] >= 1 and "val_accuracy" in h]
+    if not trained:
+        raise SystemExit(f"{directory}: no finished epoch yet")
+    best = max(trained, key=lambda h: (h["val_accuracy"], -h["epoch"]))
+    published = PUBLISHED_ERROR.get((config["rule"], len(config["hidden"])))
+    return {
+        "run": directory.name,
+        "rule": config["rule"],
+        "network": "784-" + "-".join(str(h) for h in config["hidden"]) + "-10",
+        "setting": f"{config['activation']}, lr {config['lr']:g}, momentum {config['momentum']:g}",
+        "done": trained[-1]["epoch"],
+        "budget": config["epochs"],
+        "best_epoch": best["epoch"],
+        "best": 100 * (1 - best["test_accuracy"]),
+        "last": 100 * (1 - trained[-1]["test_accuracy"]),
+        "published": published,
+        "curve": [(h["epoch"], 100 * (1 - h["test_accuracy"])) for h in trained],
+    }
+
+
+def report_runs(directories: list[str], png: str) -> None:
+    reports = [run_report(Path(directory)) for directory in directories]
+    print(
+        f"{'run':<16} {'rule':<12} {'network':<18} {'epochs':>8} {'best-val ep':>11} "
+        f"{'test err %':>10} {'last err %':>10} {'published':>9} {'gap':>6}  setting"
+    )
+    for r in reports:
+        gap = r["best"] - r["published"] if r["published"] is not None else None
+        print(
+            f"{r['run']:<16} {r['rule']:<12} {r['network']:<18} {r['done']:>4}/{r['budget']:<3} "
+            f"{r['best_epoch']:>11} {r['best']:>10.2f} {r['last']:>10.2f} "
+            f"{fmt(r['published']):>9} {fmt(gap, '+.2f'):>6}  {r['setting']}"
+        )
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for r in reports:
+        epochs, errors = zip(*r["curve"], strict=True)
+        (line,) = axes.plot(epochs, errors, label=f"{r['rule']} {r['network']} ({r['run']})")
+        if r["published"] is not None:
+            axes.axhline(r["published"], color=line.get_color(), linestyle="--", linewidth=0.8)
+    axes.set_yscale("log")
+    axes.set_xlabel("epoch")
+    axes.set_ylabel("MNIST test error % (log)")
+    axes.set_title("compartmental rules on MNIST; dashed: published error")
+    axes.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(png, dpi=120)
+    plt.close(figure)
+    print(f"curves written to {png}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=5)
@@ -197,7 +270,12 @@ def main() -> None:
     parser.add_argument("--speed-only", action="store_true")
     parser.add_argument("--speed-batches", type=int, default=100)
     parser.add_argument("--speed-repeats", type=int, default=5)
+    parser.add_argument("--report-runs", nargs="+", metavar="RUN", help="report ngrad train runs")
+    parser.add_argument("--png", default="compartmental_curves.png", help="--report-runs' figure")
     args = parser.parse_args()
+    if args.report_runs:
+        report_runs(args.report_runs, args.png)
+        return
     rules = [rule for rule in args.rules.split(",") if rule]
     if not args.speed_only:
         accuracy(args, rules)
