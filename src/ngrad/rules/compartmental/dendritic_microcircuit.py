@@ -37,11 +37,12 @@ from its fixed point in the self-predicting state, then a teaching phase whose f
 plasticity reads: reached by top-down sweeps (``teaching_solver="sweeps"``, ``circuit_state.py``)
 or by ``teaching_steps`` Euler steps (``"euler"``, the time course ``compartment_trace`` draws).
 W_l is the paper's W^PP_l times g_B / (g_lk + g_B + g_A), so ``forward`` (the feedforward pass) is
-the circuit's forward state. Updates are divided by lambda_out N (the output's is BP's gradient; a hidden layer's c^{L-l} times BP's, see
-``depth_compensation`` and ``hidden_rate``). Learned interneurons copy the teacher-induced step
-of the synapses they predict (``.grad``) and remove what they still mispredict with their own
-momentum-free normalised steps; ``interneurons="ideal"`` resets them to the self-predicting state
-at every batch. Settings and trade-offs: ``docs/compartmental.md``.
+the circuit's forward state. Updates are divided by lambda_out N (the output's is BP's gradient; a
+hidden layer's c^{L-l} times BP's, see ``depth_compensation`` and ``hidden_rate``). Learned
+interneurons copy the teacher-induced step of the synapses they predict (``.grad``) and remove
+what they still mispredict with their own momentum-free normalised steps;
+``interneurons="ideal"`` resets them to the self-predicting state at every batch. Settings and
+trade-offs: ``docs/compartmental.md``.
 """
 
 from __future__ import annotations
