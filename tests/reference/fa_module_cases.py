@@ -1,12 +1,15 @@
 """Models and helpers of the tests of the feedback-alignment family on general torch modules
 (test_fa_modules.py, test_fa_modules_api.py), all float64."""
 
+import copy
+
 import torch
 from torch import nn
 
 import ngrad
 from ngrad import models
 from ngrad.rules import REGISTRY
+from ngrad.rules.base import model_layers
 from ngrad.rules.feedback_alignment.module_checks import (  # noqa: F401  (the tests' helpers)
     autograd_gradients,
     conv_bn_pool_residual,
@@ -81,3 +84,37 @@ TRANSPOSABLE = [
     for name in FAMILY
     if set_feedback_transposed(ngrad.make_rule(name, nn.Sequential(nn.Linear(3, 2))))
 ]
+
+
+def dfa_oracle(model, rule, x, y, inject=None):
+    """Autograd on  <e, output> + sum_l <D_l e, x_l>  (x_l the input of layer l, detached inside
+    the layer so that W_l is reached only through its own output; e and D_l e held fixed): the
+    gradient DFA promises when D_l e enters at each layer's input and everything else
+    backpropagates as usual. ``inject(index, error, x_l)`` gives the signal entering at layer
+    ``index``'s input (default e D_l with the rule's dense D_l)."""
+    twin = copy.deepcopy(model)
+    layers = model_layers(twin)
+    inputs = {}
+
+    def detach(index, _module, args):
+        inputs[index] = args[0]
+        return (args[0].detach(), *args[1:])
+
+    handles = [
+        module.register_forward_pre_hook(lambda m, a, i=i: detach(i, m, a))
+        for i, (_, module) in enumerate(layers)
+    ]
+    output = twin(x)
+    for handle in handles:
+        handle.remove()
+    leaf = output.detach().requires_grad_(True)
+    (error,) = torch.autograd.grad(rule.loss(leaf, y), leaf)
+    surrogate = (error * output).sum()
+    for index, value in inputs.items():
+        if value.requires_grad:
+            if inject is None:
+                injected = (error.flatten(1) @ rule.feedback[index]).view_as(value)
+            else:
+                injected = inject(index, error, value)
+            surrogate = surrogate + (injected * value).sum()
+    return list(torch.autograd.grad(surrogate, list(twin.parameters())))

@@ -19,6 +19,7 @@ from fa_module_cases import (
     batch,
     conv_bn_pool_residual,
     copy_network_feedback,
+    dfa_oracle,
     mixed_convolutions,
     network_twins,
     options_for,
@@ -115,36 +116,6 @@ def test_module_path_agrees_with_the_layerwise_oracle(rule_name, kind):
 
 
 # ----------------------------------------------------------------- DFA ------------------------
-def _dfa_oracle(model, rule, x, y):
-    """Autograd on  <e, output> + sum_l <D_l e, x_l>  (x_l the input of layer l, detached inside
-    the layer so that W_l is reached only through its own output; e and D_l e held fixed): the
-    gradient DFA promises when D_l e enters at each layer's input and everything else
-    backpropagates as usual."""
-    twin = copy.deepcopy(model)
-    layers = model_layers(twin)
-    inputs = {}
-
-    def detach(index, _module, args):
-        inputs[index] = args[0]
-        return (args[0].detach(), *args[1:])
-
-    handles = [
-        module.register_forward_pre_hook(lambda m, a, i=i: detach(i, m, a))
-        for i, (_, module) in enumerate(layers)
-    ]
-    output = twin(x)
-    for handle in handles:
-        handle.remove()
-    leaf = output.detach().requires_grad_(True)
-    (error,) = torch.autograd.grad(rule.loss(leaf, y), leaf)
-    surrogate = (error * output).sum()
-    for index, value in inputs.items():
-        if value.requires_grad:
-            injected = (error.flatten(1) @ rule.feedback[index]).view_as(value)
-            surrogate = surrogate + (injected * value).sum()
-    return list(torch.autograd.grad(surrogate, list(twin.parameters())))
-
-
 @pytest.mark.parametrize("model_name", ["conv_bn_pool_residual", "resnet20_shortcut_b"])
 def test_dfa_error_enters_at_each_layers_input_and_backpropagates_as_usual(model_name):
     factory, shape = MODELS[model_name]
@@ -153,7 +124,7 @@ def test_dfa_error_enters_at_each_layers_input_and_backpropagates_as_usual(model
     x, y = batch(shape)
     rule.backward(x, y)  # draws D_l
     rule.backward(x, y)
-    expected = _dfa_oracle(model, rule, x, y)
+    expected = dfa_oracle(model, rule, x, y)
     assert relative_error([p.grad for p in model.parameters()], expected) < EXACT
     # D_l is n_out x (the layer's input per sample); the first layer's input needs none
     sizes = {name: m.weight.shape[1] for name, m in model_layers(model)}
