@@ -164,11 +164,16 @@ def _grid_index(lr: float, grid: list[float]) -> int | None:
 class LrSelection:
     """Learning rates chosen on validation accuracy, kept in a JSON file trial by trial (so an
     interrupted selection resumes, and a wider grid adds only its new rates):
-    ``{"setting": ..., "chosen": {key: lr}, "trials": {key: {lr: score}}}``; a file made with
-    another setting (budget, model, seed) is refused."""
+    ``{"setting": ..., "options": {key: rule options}, "chosen": {key: lr}, "trials": {key: {lr:
+    score}}}``; a file made with another setting (budget, model, seed) is refused, and so is a
+    key whose trials ran with other rule ``options`` than the key has now (a file without them
+    ran every key with none)."""
 
-    def __init__(self, path: Path, setting: dict[str, Any]) -> None:
+    def __init__(
+        self, path: Path, setting: dict[str, Any], options: dict[str, dict] | None = None
+    ) -> None:
         self.path, self.setting = path, json.loads(json.dumps(setting))
+        self.options = json.loads(json.dumps(options or {}))
         self.trials: dict[str, dict[str, dict[str, Any]]] = {}
         if path.is_file():
             saved = json.loads(path.read_text())
@@ -178,6 +183,16 @@ class LrSelection:
                     "remove it or choose another --lr-file"
                 )
             self.trials = saved["trials"]
+            for key, ran_with in saved.get("options", {}).items():
+                self.options.setdefault(key, ran_with)
+            for key in self.trials:
+                ran_with = saved.get("options", {}).get(key, {})
+                if ran_with != self.options.get(key, {}):
+                    raise SystemExit(
+                        f"{path}: the trials of {key!r} ran with rule options {ran_with}, and "
+                        f"{key!r} now has {self.options.get(key, {})}; remove {key!r} from the "
+                        "file or choose another --lr-file"
+                    )
 
     def score(self, key: str, lr: float, run: Callable[[float], dict[str, Any]]) -> dict[str, Any]:
         """The trial of ``key`` at ``lr``: ``run(lr)``, unless the file holds it already."""
@@ -233,7 +248,13 @@ class LrSelection:
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        saved = {"setting": self.setting, "chosen": self.chosen(), "trials": self.trials}
+        options = {key: self.options.get(key, {}) for key in self.trials}
+        saved = {
+            "setting": self.setting,
+            "options": options,
+            "chosen": self.chosen(),
+            "trials": self.trials,
+        }
         text = json.dumps(saved, indent=1)
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(text)

@@ -149,7 +149,8 @@ def train_or_resume(rule: str, args: argparse.Namespace, lr: float) -> dict:
 def selection(args: argparse.Namespace) -> LrSelection:
     """The lr-selection file of this budget and seed."""
     setting = {"epochs": args.select_epochs, "seed": args.seed, "val_images": VALIDATION_IMAGES}
-    return LrSelection(Path(args.lr_file), setting)
+    options = {row: variant_options for row, (_, variant_options) in VARIANTS.items()}
+    return LrSelection(Path(args.lr_file), setting, options)
 
 
 def select_lr(rules: list[str], args: argparse.Namespace) -> None:

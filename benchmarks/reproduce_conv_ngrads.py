@@ -163,7 +163,8 @@ def selection(args: argparse.Namespace) -> LrSelection:
         "val_images": args.select_val,
         "seed": args.seeds[0],
     } | SETTINGS
-    return LrSelection(Path(args.lr_file), setting)
+    options = {label: variant[1] for label, variant in VARIANTS.items()}
+    return LrSelection(Path(args.lr_file), setting, options)
 
 
 def select_lr(labels: list[str], args: argparse.Namespace) -> None:
