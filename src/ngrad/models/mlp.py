@@ -1,6 +1,7 @@
 """Multilayer perceptron as a plain ``nn.Sequential``.
 
-    flatten -> fc1 -> act1 -> ... -> fcL -> act{L} -> fc{L+1}   (logits, no output activation)
+    flatten -> fc1 -> act1 -> ... -> fcL -> act{L} -> fc{L+1}   (logits: no output activation,
+                                                                 unless output_activation)
 
 ``hidden=(128, 128)`` on a 1x28x28 input gives 784 -> 128 -> 128 -> 10: 118,282 parameters. Any
 input shape works (each sample is flattened). The activations are those of
@@ -37,7 +38,9 @@ __all__ = ["MLPOptions", "mlp"]
 @dataclass(frozen=True)
 class MLPOptions:
     hidden: tuple[int, ...] = (128, 128)  # widths of the hidden layers (empty: a linear classifier)
-    activation: Activation = "tanh"  # hidden layers' nonlinearity (the output layer is linear)
+    activation: Activation = "tanh"  # hidden layers' nonlinearity
+    output_activation: Activation = "identity"  # the output layer's (identity: logits); e.g.
+    #     sigmoid with the squared error, burstprop's authors' output
     bias: bool = True  # give every linear layer a bias
     init: Init = "pytorch"  # weight initialisation: pytorch keeps torch's default; xavier,
     #     kaiming and gaussian redraw the weights (ngrad.nn.init) and zero the biases
@@ -50,7 +53,8 @@ def mlp(
     input_shape: Sequence[int] = (1, 28, 28), num_classes: int = 10, **options: Any
 ) -> nn.Sequential:
     """Flatten, then linear layers of widths ``hidden`` with ``activation``, then a linear
-    classifier to ``num_classes`` logits. Options: see :class:`MLPOptions`."""
+    classifier to ``num_classes`` logits (through ``output_activation`` if it is not the
+    identity). Options: see :class:`MLPOptions`."""
     shape = checked_shape(input_shape, "mlp")
     classes = checked_classes(num_classes, "mlp")
     config = parse_options(MLPOptions, options, "mlp")
@@ -60,6 +64,8 @@ def mlp(
         layers[f"fc{index}"] = nn.Linear(n_in, n_out, bias=config.bias)
         if index < len(widths) - 1:
             layers[f"act{index}"] = activation_module(config.activation)
+        elif config.output_activation != "identity":
+            layers["output_activation"] = activation_module(config.output_activation)
     return initialise(nn.Sequential(layers), config.init)
 
 

@@ -51,7 +51,9 @@ def build_model(
     if model == "mlp":
         settings = mlp_settings or TrainConfig()
         sizes = [math.prod(input_shape), *settings.hidden, num_classes]
-        extra = {key: value for key, value in options.items() if key == "bias"}
+        extra = {
+            key: value for key, value in options.items() if key in ("bias", "output_activation")
+        }
         return mlp(sizes, activation=settings.activation, init=settings.init, **extra)
     from ngrad import models
 

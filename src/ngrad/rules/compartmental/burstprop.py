@@ -13,6 +13,7 @@ probability:
     burst probability   p_l = sigma(v_l)
     burst rate          b_l = p_l * rho_l
     output (teacher)    b_L = p_bar (e_L - N dL/da_L)       (no teacher: p_bar e_L)
+                        (sigmoid output, squared error: p_bar (1 + (y - e_L)(1 - e_L)) e_L)
     plasticity          Delta W_l ~ ((p_l - p_bar_l) * rho_l) e_{l-1}^T
                                   = (b_l - p_bar_l rho_l) e_{l-1}^T
     inhibition          Delta Z_l ~ v_bar_l b^0_l^T               (drives v_bar_l toward 0)
@@ -35,8 +36,9 @@ unit's activity is h = 2 rho - 1 with rho = sigma(2a) its event rate (kappa = 2)
 reads h as the presynaptic event rate measured from half the maximum rate (other activations are
 not supported: the gain g needs a positive, bounded event rate). The running means are computed
 exactly, by running the feedback pass once without the teacher on the same batch. At the output the
-teacher sets the burst rate directly (p_bar (1 + (y - e) (1 - e)) e in the paper, the same for
-sigmoid outputs and the squared error). Z learns as a normalised least-squares filter. With
+teacher sets the burst rate directly. The output is linear (e_L = a_L, the logits) or, as in the
+authors' code, sigmoid with the squared error, where b_L is the paper's p_bar (1 + (y - e)(1 - e))
+e and the output's update is BP's for that loss. Z learns as a normalised least-squares filter. With
 ``scaling="paper"`` every update is divided by p_bar N (the output's is then BP's gradient) and the
 hidden ones multiplied by ``hidden_rate`` (the paper's hidden / output learning rates); with
 ``scaling="backprop"`` each is divided by p_bar N prod_{k >= l} sigma'(0) / (1 + [k is tanh]),
@@ -154,6 +156,7 @@ class Burstprop(LearningRule):
             network,
             hidden=tuple(EVENT_RATE_SLOPE),
             why_hidden=" (the apical gain needs a positive, bounded event rate)",
+            outputs=("identity", "sigmoid"),  # sigmoid: the authors' output units
         )
 
     def feedback_matrices(self) -> list[Tensor]:
@@ -216,13 +219,23 @@ class Burstprop(LearningRule):
             scales.insert(0, scales[0] * SIGMOID_SLOPE_AT_ZERO / span)
         return scales
 
+    def _taught_output(self, trace: ForwardTrace, targets: Tensor) -> Tensor:
+        """The output's event rate under the teacher, e_L - N dL/da_L (burst rate / p_bar): for
+        a linear output the teacher potential; for the authors' sigmoid output with the squared
+        error, (1 + (y - e)(1 - e)) e, the paper's output burst rule."""
+        layer, output = self.network.layers[-1], trace.output
+        if layer.activation.name == "identity":
+            return teacher_potential(self.loss, output, targets)
+        error = self.loss.output_error(trace.pre_activations[-1], output, targets, layer.activation)
+        return output - output.shape[0] * error
+
     def _passes(self, inputs: Tensor, targets: Tensor):
         trace = self.network.trace(inputs)
         rates = self._event_rates(trace)
         baseline = self.options.baseline_burst_probability
         output = trace.output
         untaught, presynaptic = self._feedback_pass(rates, baseline * output, None)
-        taught_top = baseline * teacher_potential(self.loss, output, targets)
+        taught_top = baseline * self._taught_output(trace, targets)
         taught, _ = self._feedback_pass(rates, taught_top, presynaptic)
         return trace, rates, untaught, taught, presynaptic
 

@@ -80,11 +80,15 @@ def input_power(rates: Tensor) -> float:
 
 
 def unsupported_network_reason(
-    network: Network, hidden: tuple[str, ...] = (), why_hidden: str = ""
+    network: Network,
+    hidden: tuple[str, ...] = (),
+    why_hidden: str = "",
+    outputs: tuple[str, ...] = ("identity",),
 ) -> str | None:
     """Why a compartmental rule cannot train ``network``, or None: it needs at least one hidden
-    layer, dense layers only and a linear output layer (the teacher nudges the logits);
-    ``hidden``, when not empty, lists the hidden activations allowed (``why_hidden`` says why)."""
+    layer, dense layers only and an output activation among ``outputs`` (by default linear: the
+    teacher nudges the logits); ``hidden``, when not empty, lists the hidden activations allowed
+    (``why_hidden`` says why)."""
     layers = list(network.layers)
     if len(layers) < 2:
         return "it needs at least one hidden layer (apical dendrites receive feedback from above)"
@@ -95,9 +99,12 @@ def unsupported_network_reason(
                 "simulated for fully connected (dense) layers only"
             )
     output = layers[-1].activation.name
-    if output != "identity":
+    if output not in outputs:
+        allowed = " or ".join(
+            "linear ('identity')" if name == "identity" else repr(name) for name in outputs
+        )
         return (
-            f"the output layer's activation is {output!r}; it must be linear ('identity'), "
+            f"the output layer's activation is {output!r}; it must be {allowed}, "
             "because the teacher nudges the output potential (the logits)"
         )
     for number, layer in enumerate(layers[:-1], start=1):
