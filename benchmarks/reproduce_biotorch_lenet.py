@@ -138,6 +138,7 @@ def train_or_resume(rule: str, args: argparse.Namespace, lr: float) -> dict:
         "lr": load_run_config(out).lr,
         "epochs_run": summary["epochs_completed"],
         "status": summary.get("status"),
+        "status_reason": summary.get("status_reason"),
         "test_error": 100 * (1 - summary["test_accuracy"]),
         "final_test_error": 100 * (1 - summary["final_test_accuracy"]),
         "best_epoch": summary.get("best_epoch"),
@@ -206,6 +207,10 @@ def print_table(rows: list[dict], args: argparse.Namespace) -> None:
         "selects on the test set and trains on all 60,000); last err: after the last epoch run. "
         "time/BP: wall-clock epoch time over BP's, separate runs (indicative only)."
     )
+    for row in rows:
+        if row.get("status") not in (None, "completed"):
+            reason = row.get("status_reason") or ""
+            print(f"{row['rule']}: run {row['status']} ({reason}); its figures are kept")
     short = [row["rule"] for row in rows if row["epochs_run"] < PUBLISHED_BUDGET]
     if short:
         print(
