@@ -9,10 +9,9 @@ The rules are those of the registry that simulate compartments (a ``compartment_
 Accuracy. Every rule trains 784-500-500-10 (the network of Sacramento et al.'s MNIST run) with SGD
 (momentum 0.9, lr 0.05, batch 32) and its default options for ``--epochs`` epochs; backprop trains
 the same network (same activation, seed, budget). Hidden units: tanh for the microcircuit, sigmoid
-for burstprop and segregated dendrites (the papers' units). The microcircuit runs with
-``depth_compensation=none`` (its default: the hidden updates keep the physical c^{L-l} scale); with
-``first_layer`` its interneurons lose track of the forward weights and the run diverges after
-~300 steps here.
+for burstprop and segregated dendrites (the papers' units). The microcircuit runs with its
+defaults: ``depth_compensation=all`` (every layer at BP's pace, as the paper's per-layer rates
+intend) and its teaching phase settled by sweeps.
 Feedback alignment trains the same networks too (``--reference fa``): all three rules send errors
 through fixed random weights, so FA is the yardstick of what random feedback alone achieves at this
 budget. Reported: test error at the epoch of best validation accuracy (5000 held-out training
@@ -71,7 +70,6 @@ SETTINGS = {
         "activation": "tanh",
         "lr": 0.05,
         "momentum": 0.9,
-        "rule_options": {"depth_compensation": "none"},
     },
     # the authors' code: 3 x 500 sigmoid, squared error, output lr 0.01 on the raw burst-rate
     # deviation (= lr 0.01 p_b = 0.002 on ngrad's BP-sized output update), hidden lr 0.1

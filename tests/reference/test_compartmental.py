@@ -491,8 +491,8 @@ def test_unsupported_networks_and_bad_options_are_refused(rule_name):
         ngrad.make_rule(rule_name, convolutional)
     with pytest.raises(ConfigError, match="at least one hidden layer"):
         ngrad.make_rule(rule_name, ngrad.mlp([4, 3]))
-    with pytest.raises(ConfigError, match="output layer's activation is 'sigmoid'"):
-        ngrad.make_rule(rule_name, ngrad.mlp([4, 5, 3], output_activation="sigmoid"))
+    with pytest.raises(ConfigError, match="output layer's activation is 'tanh'"):
+        ngrad.make_rule(rule_name, ngrad.mlp([4, 5, 3], output_activation="tanh"))
     with pytest.raises(ConfigError, match="no option 'bogus'"):
         ngrad.make_rule(rule_name, dense_network(sizes=DEEP), bogus=1)
 

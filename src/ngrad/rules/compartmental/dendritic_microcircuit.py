@@ -116,7 +116,7 @@ class MicrocircuitOptions:
     interneuron_step: Literal["projection", "nlms"] = "projection"  # how they remove it
     interneuron_copy: bool = True  # W^IP also takes the teacher-induced step through the optimiser
     top_down_rate: float = 0.01  # learned top-down (least-squares) rate relative to the optimiser's
-    depth_compensation: DepthCompensation = "none"  # layers also divided by c^(L-l), to BP's size
+    depth_compensation: DepthCompensation = "all"  # layers also divided by c^(L-l), to BP's size
     hidden_rate: float = 1.0  # hidden / output learning rate ratio (the paper: one rate per layer)
 
     def __post_init__(self) -> None:
