@@ -210,7 +210,11 @@ def run_report(directory: Path) -> dict:
         "run": directory.name,
         "rule": config["rule"],
         "network": "784-" + "-".join(str(h) for h in config["hidden"]) + "-10",
-        "setting": f"{config['activation']}, lr {config['lr']:g}, momentum {config['momentum']:g}",
+        "setting": ", ".join(
+            [f"{config['activation']}, lr {config['lr']:g}, momentum {config['momentum']:g}"]
+            + [f"seed {config['seed']}"]
+            + [f"{k}={v}" for k, v in {**config["model_options"], **config["rule_options"]}.items()]
+        ),
         "done": trained[-1]["epoch"],
         "budget": config["epochs"],
         "best_epoch": best["epoch"],
@@ -242,7 +246,7 @@ def report_runs(directories: list[str], png: str) -> None:
     figure, axes = plt.subplots(figsize=(7, 4.5))
     for r in reports:
         epochs, errors = zip(*r["curve"], strict=True)
-        (line,) = axes.plot(epochs, errors, label=f"{r['rule']} {r['network']} ({r['run']})")
+        (line,) = axes.plot(epochs, errors, label=f"{r['rule']} {r['network']}: {r['setting']}")
         if r["published"] is not None:
             axes.axhline(r["published"], color=line.get_color(), linestyle="--", linewidth=0.8)
     axes.set_yscale("log")
