@@ -67,7 +67,6 @@ from ngrad.rules.base import (
 from ngrad.rules.compartmental.compartments import (
     CompartmentTrace,
     input_power,
-    teacher_potential,
     unsupported_network_reason,
 )
 from ngrad.rules.feedback import FeedbackBuffers
@@ -224,8 +223,6 @@ class Burstprop(LearningRule):
         a linear output the teacher potential; for the authors' sigmoid output with the squared
         error, (1 + (y - e)(1 - e)) e, the paper's output burst rule."""
         layer, output = self.network.layers[-1], trace.output
-        if layer.activation.name == "identity":
-            return teacher_potential(self.loss, output, targets)
         error = self.loss.output_error(trace.pre_activations[-1], output, targets, layer.activation)
         return output - output.shape[0] * error
 
