@@ -71,15 +71,18 @@ SETTINGS = {
         "lr": 0.05,
         "momentum": 0.9,
     },
-    # the authors' code: 3 x 500 sigmoid, squared error, output lr 0.01 on the raw burst-rate
-    # deviation (= lr 0.01 p_b = 0.002 on ngrad's BP-sized output update), hidden lr 0.1
-    # (hidden_rate 10), momentum 0.8
+    # the authors' final code: 3 x 500 sigmoid, sigmoid output, squared error, output lr 0.01
+    # and hidden lr 0.1 (hidden_rate 10) on the raw burst-rate deviation summed over the batch
+    # of 32 (= lr 0.01 p_b N = 0.064 on ngrad's BP-sized, batch-averaged update), momentum 0.8,
+    # their 1e-6 shrink per step (= weight decay 1e-6 / (lr / (1 - momentum)) through momentum)
     "burstprop": {
         "hidden": (500, 500, 500),
         "activation": "sigmoid",
+        "model_options": {"output_activation": "sigmoid"},
         "loss": "mse",
-        "lr": 0.002,
+        "lr": 0.064,
         "momentum": 0.8,
+        "weight_decay": 3e-6,
     },
     "segregated": {
         "hidden": (500,),

@@ -65,6 +65,47 @@ def test_sigmoid_output_layer_update_is_backprops_at_the_papers_settings():
     torch.testing.assert_close(network.layers[-1].weight.grad, expected[-1], rtol=1e-12, atol=0)
 
 
+def _authors_summed_updates(network, feedback, x, y, hidden_lr, output_lr, p_baseline):
+    """One step of the authors' final MNIST code (github.com/jordan-g/Burstprop, layers.py after
+    "Fixes to match original training", 2021), written from its equations without the learned
+    inhibition: sigmoid event rates e, hidden burst probability p = sigma((b_above Y)(1 - e)),
+    the output's p_t = p_b ((y - e)(1 - e) + 1), and Delta W = lr (b_t - b)^T e_below summed over
+    the batch (no division by its size)."""
+    with torch.no_grad():
+        rates, below = [], x
+        for layer in network.layers:
+            below = torch.sigmoid(below @ layer.weight.t() + layer.bias)
+            rates.append(below)
+        e = rates[-1]
+        labels = F.one_hot(y, 4).double()
+        untaught, taught = p_baseline * e, p_baseline * ((labels - e) * (1 - e) + 1) * e
+        deviations = [taught - untaught]
+        for index in range(len(rates) - 2, -1, -1):
+            e = rates[index]
+            untaught = torch.sigmoid((untaught @ feedback[index]) * (1 - e)) * e
+            taught = torch.sigmoid((taught @ feedback[index]) * (1 - e)) * e
+            deviations.insert(0, taught - untaught)
+        inputs = [x, *rates[:-1]]
+        rates_by_layer = [hidden_lr] * (len(rates) - 1) + [output_lr]
+        return [lr * d.t() @ a for lr, d, a in zip(rates_by_layer, deviations, inputs, strict=True)]
+
+
+def test_paper_scaling_at_lr_output_lr_p_bar_batch_is_the_authors_summed_step():
+    """The authors' final code sums each update over the batch: ngrad's scaling=paper matches
+    it at lr = output_lr * p_bar * N (0.01 * 0.2 * 32 = 0.064 for their MNIST run), with the
+    hidden layers at hidden_rate = hidden_lr / output_lr."""
+    network = _network(sizes=(12, 24, 16, 4))
+    x, y = random_batch((12,), 4, n=32)
+    rule = ngrad.make_rule("burstprop", network, "mse", recurrent=False)
+    rule.backward(x, y)
+    lr = 0.01 * 0.2 * 32
+    ours = [-lr * layer.weight.grad for layer in network.layers]
+    feedback = rule.feedback_matrices()
+    theirs = _authors_summed_updates(network, feedback, x, y, 0.1, 0.01, 0.2)
+    for mine, authors in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(mine, authors, rtol=1e-12, atol=1e-15)
+
+
 def test_other_output_units_are_refused_by_name():
     network = ngrad.mlp([4, 5, 3], activation="sigmoid", output_activation="tanh")
     with pytest.raises(ConfigError, match=r"'tanh'.*linear \('identity'\) or 'sigmoid'"):
