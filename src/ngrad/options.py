@@ -204,7 +204,8 @@ def check_bounds(
     non_negative: tuple[str, ...] = (),
     at_least_one: tuple[str, ...] = (),
 ) -> None:
-    """Raise ValueError naming the first option outside its bound (for ``__post_init__``)."""
+    """Raise ValueError naming the first option outside its bound (for ``__post_init__``). A
+    per-layer option (a tuple) must be non-empty and hold every item within the bound."""
     bounds = (
         (positive, lambda v: v > 0, "positive"),
         (non_negative, lambda v: v >= 0, ">= 0"),
@@ -213,8 +214,12 @@ def check_bounds(
     for names, holds, wording in bounds:
         for name in names:
             value = getattr(options, name)
-            if not holds(value):
-                raise ValueError(f"option {name!r} must be {wording}, got {value!r}")
+            items = value if isinstance(value, tuple) else (value,)
+            if not items:
+                raise ValueError(f"option {name!r} needs at least one value, got {value!r}")
+            if not all(holds(item) for item in items):
+                every = "every value of " if isinstance(value, tuple) else ""
+                raise ValueError(f"{every}option {name!r} must be {wording}, got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -28,7 +28,14 @@ minimiser; ngrad divides by s^2 so the gradient's size does not depend on s.
 ``feedback_rate`` scales the feedback gradient (0.02 by default, as WM's rate): one batch's
 estimate of J_f^T from N noise samples is noisy when N is below the layer width, and a small rate
 averages it over batches (docs/target_propagation.md). ``feedback_iterations``, ``noise`` and
-``noise_distribution`` work as for every rule of the family.
+``noise_distribution`` work as for every rule of the family. Ernoult et al. set the feedback
+schedule per layer (iterations [20, 30, 35, 55, 20], noise [0.4, 0.4, 0.2, 0.2, 0.08] and their
+own learning rates on SimpleVGG): ``feedback_iterations``, ``feedback_step``, ``noise`` and
+``feedback_rate`` each take one value for every layer or a list of one per layer with feedback
+(layers 2..L, forward order, as their lists). The layers' losses are independent, so a per-layer
+schedule is the one-value schedule applied to each layer on its own (tested): every iteration
+evaluates the layers that still have iterations left, a layer takes internal steps of its own
+size until its last iteration, whose gradient goes to ``.grad``.
 
 On a conv layer g_l is their reversed conv block: unpooling at the forward pass's switches, the
 activation, a transposed convolution with V_l (docs/target_propagation.md).
@@ -43,6 +50,7 @@ into the layer below (the -eps . dr term is a correlation of the noise with the 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,11 +58,12 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ngrad.errors import ConfigError
 from ngrad.nn.init import fans, initialise_
 from ngrad.nn.layers import Conv2dLayer, DenseLayer, Layer
 from ngrad.nn.network import ForwardTrace, Network
 from ngrad.options import check_bounds
-from ngrad.rules.base import FeedbackPair
+from ngrad.rules.base import FeedbackPair, assign_gradient
 from ngrad.rules.target_propagation.pathways import (
     fast_function,
     feedback_noise,
@@ -71,10 +80,16 @@ from ngrad.search_space import LogUniform, tunable
 __all__ = ["LocalDifferenceReconstruction", "local_difference_gradients"]
 
 
+PER_LAYER = ("feedback_iterations", "feedback_step", "noise", "feedback_rate")
+
+
 @dataclass(frozen=True)
 class LocalDifferenceReconstructionOptions(FeedbackLearningOptions):
     target_step: float = 0.01  # beta: size of the output target's gradient step (small)
-    feedback_rate: float = 0.02  # scales the feedback gradient: feedback lr / optimiser lr
+    feedback_rate: float | tuple[float, ...] = 0.02  # feedback lr / optimiser lr (or per layer)
+    noise: float | tuple[float, ...] = 0.1  # s: std of the feedback loss's noise (or per layer)
+    feedback_iterations: int | tuple[int, ...] = 1  # k: feedback updates per batch (or per layer)
+    feedback_step: float | tuple[float, ...] = 0.01  # internal SGD step size (or per layer)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -161,20 +176,78 @@ class LocalDifferenceReconstruction(TrainedFeedbackRule):
             fresh = initialise_(torch.empty_like(weight), self.options.init, fan_out, fan_in)
             weights.append(nn.Parameter(fresh))
         self.feedback_weights = nn.ParameterList(weights)  # slot i - 1: layer i's V^T
+        count = len(weights)
+        for name in PER_LAYER:
+            value = getattr(self.options, name)
+            if isinstance(value, tuple) and len(value) != count:
+                raise ConfigError(
+                    f"ldrl option {name!r} gives {len(value)} values, but the network has "
+                    f"{count} layers with feedback (layers 2 to {count + 1}, in forward order): "
+                    f"give one value or {count}"
+                )
+
+    def _by_layer(self, name: str) -> dict[int, Any]:
+        """An option's value for each layer index with feedback (1 .. L - 1, 0-based)."""
+        value = getattr(self.options, name)
+        indices = range(1, len(self.network.layers))
+        if isinstance(value, tuple):
+            return dict(zip(indices, value, strict=True))
+        return dict.fromkeys(indices, value)
+
+    def learn_feedback(self, trace: ForwardTrace) -> tuple[dict[int, float], Any]:
+        """As the family's, with ``feedback_iterations`` and ``feedback_step`` per layer when
+        either is a list: iteration j evaluates the layers whose k_l > j; a layer steps by its
+        own size until its k_l-th evaluation, whose gradient is written into ``.grad``."""
+        options = self.options
+        if not isinstance(options.feedback_iterations, tuple) and not isinstance(
+            options.feedback_step, tuple
+        ):
+            return super().learn_feedback(trace)
+        iterations, sizes = self._by_layer("feedback_iterations"), self._by_layer("feedback_step")
+        losses: dict[int, float] = {}
+        reuse: dict[int, Tensor] = {}
+        for iteration in range(max(iterations.values())):
+            active = [index for index, k in iterations.items() if k > iteration]
+            step = self.feedback_gradients(trace, active)
+            losses.update(step.losses)
+            reuse.update(step.reuse)
+            internal = []
+            for index, (parameter, gradient) in zip(active, step.gradients, strict=True):
+                if iteration + 1 < iterations[index]:
+                    internal.append((parameter, gradient, sizes[index]))
+                else:
+                    assign_gradient(parameter, gradient)
+            if internal:  # the same layers on every process: the schedule is the options'
+                self.reduce_gradients(gradient for _, gradient, _ in internal)
+            for parameter, gradient, size in internal:
+                parameter.sub_(gradient, alpha=size)
+        return losses, reuse
 
     def feedback_matrices(self) -> list[Tensor | None]:
         """Entry i: V_i^T (W_i's shape) of the feedback that sends layer i's target difference
         down to its input; entry 0 is None (no target for the input)."""
         return [None, *self.feedback_weights]
 
-    def feedback_gradients(self, trace: ForwardTrace) -> FeedbackStep:
-        """The L-DRL of every V_l, with fresh noise on each layer's input and output."""
-        layers, noise = self.network.layers, self.options.noise
+    def feedback_gradients(
+        self, trace: ForwardTrace, indices: Sequence[int] | None = None
+    ) -> FeedbackStep:
+        """The L-DRL of V_l for every layer (or those of ``indices``), with fresh noise on each
+        layer's input and output; the gradients in the order of the layers."""
+        layers = self.network.layers
+        indices = range(1, len(layers)) if indices is None else indices
+        noise, rates = self._by_layer("noise"), self._by_layer("feedback_rate")
+        per_layer_noise = isinstance(self.options.noise, tuple)
         step = FeedbackStep({}, [], {})  # reuse: f_l(h_l) per layer, for the targets
-        # eps on each layer's input, eta on its output: one draw for the whole pathway
-        pairs = [t for i in range(1, len(layers)) for t in trace.activities[i : i + 2]]
-        noises = feedback_noise(pairs, noise, self.options.noise_distribution)
-        for index in range(1, len(layers)):
+        # eps on each layer's input, eta on its output: one draw for the whole pathway (of unit
+        # size when each layer scales its own)
+        pairs = [t for i in indices for t in trace.activities[i : i + 2]]
+        drawn = 1.0 if per_layer_noise else self.options.noise
+        noises = feedback_noise(pairs, drawn, self.options.noise_distribution)
+        for position, index in enumerate(indices):
+            below_noise, above_noise = noises[2 * position], noises[2 * position + 1]
+            if per_layer_noise:
+                below_noise.mul_(noise[index])
+                above_noise.mul_(noise[index])
             weight = self.feedback_weights[index - 1]
             response = fast_function(layers[index].activation)(trace.activities[index + 1])
             step.reuse[index] = response
@@ -184,12 +257,12 @@ class LocalDifferenceReconstruction(TrainedFeedbackRule):
                 trace.activities[index],
                 trace.activities[index + 1],
                 response,
-                noises[2 * index - 2],
-                noises[2 * index - 1],
-                noise,
+                below_noise,
+                above_noise,
+                noise[index],
                 trace.switches_of(index),
             )
-            step.gradients.append((weight, gradient.mul_(self.options.feedback_rate)))
+            step.gradients.append((weight, gradient.mul_(rates[index])))
         return step
 
     def propagate_targets(
