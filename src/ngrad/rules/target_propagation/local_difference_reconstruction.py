@@ -63,7 +63,7 @@ from ngrad.nn.init import fans, initialise_
 from ngrad.nn.layers import Conv2dLayer, DenseLayer, Layer
 from ngrad.nn.network import ForwardTrace, Network
 from ngrad.options import check_bounds
-from ngrad.rules.base import FeedbackPair, assign_gradient
+from ngrad.rules.base import FeedbackPair
 from ngrad.rules.target_propagation.pathways import (
     fast_function,
     feedback_noise,
@@ -194,34 +194,15 @@ class LocalDifferenceReconstruction(TrainedFeedbackRule):
             return dict(zip(indices, value, strict=True))
         return dict.fromkeys(indices, value)
 
-    def learn_feedback(self, trace: ForwardTrace) -> tuple[dict[int, float], Any]:
-        """As the family's, with ``feedback_iterations`` and ``feedback_step`` per layer when
-        either is a list: iteration j evaluates the layers whose k_l > j; a layer steps by its
-        own size until its k_l-th evaluation, whose gradient is written into ``.grad``."""
+    def feedback_schedule(self) -> dict[int, tuple[int, float]] | None:
+        """Per layer (iterations, internal step size) when either option is a list."""
         options = self.options
         if not isinstance(options.feedback_iterations, tuple) and not isinstance(
             options.feedback_step, tuple
         ):
-            return super().learn_feedback(trace)
+            return None
         iterations, sizes = self._by_layer("feedback_iterations"), self._by_layer("feedback_step")
-        losses: dict[int, float] = {}
-        reuse: dict[int, Tensor] = {}
-        for iteration in range(max(iterations.values())):
-            active = [index for index, k in iterations.items() if k > iteration]
-            step = self.feedback_gradients(trace, active)
-            losses.update(step.losses)
-            reuse.update(step.reuse)
-            internal = []
-            for index, (parameter, gradient) in zip(active, step.gradients, strict=True):
-                if iteration + 1 < iterations[index]:
-                    internal.append((parameter, gradient, sizes[index]))
-                else:
-                    assign_gradient(parameter, gradient)
-            if internal:  # the same layers on every process: the schedule is the options'
-                self.reduce_gradients(gradient for _, gradient, _ in internal)
-            for parameter, gradient, size in internal:
-                parameter.sub_(gradient, alpha=size)
-        return losses, reuse
+        return {index: (k, sizes[index]) for index, k in iterations.items()}
 
     def feedback_matrices(self) -> list[Tensor | None]:
         """Entry i: V_i^T (W_i's shape) of the feedback that sends layer i's target difference

@@ -272,7 +272,9 @@ class TargetPropagationRule(LearningRule):
 class TrainedFeedbackRule(TargetPropagationRule):
     """A target-propagation rule whose feedback is trained on a noisy loss of its own
     (options: :class:`FeedbackLearningOptions`). Subclasses give one evaluation of that loss
-    (``feedback_gradients``); this class runs it ``feedback_iterations`` times per batch."""
+    (``feedback_gradients``); this class runs it ``feedback_iterations`` times per batch, or, for
+    a rule whose layers' feedback losses are independent and whose options set the schedule per
+    layer (``feedback_schedule``), each layer's own number of times."""
 
     @abstractmethod
     def feedback_gradients(self, trace: ForwardTrace) -> FeedbackStep:
@@ -282,17 +284,40 @@ class TrainedFeedbackRule(TargetPropagationRule):
     def feedback_matrices(self) -> list[Tensor | None]:
         """The feedback weights, in the orientation of the forward weight each stands for."""
 
+    def feedback_schedule(self) -> dict[int, tuple[int, float]] | None:
+        """(iterations, internal step size) per layer index with feedback, where the options set
+        them per layer; None: ``feedback_iterations`` and ``feedback_step`` for all. A rule that
+        returns one takes ``feedback_gradients(trace, indices)``: those layers' gradients alone,
+        one per layer in their order."""
+        return None
+
     def learn_feedback(self, trace: ForwardTrace) -> tuple[dict[int, float], Any]:
-        """k = ``feedback_iterations`` evaluations: k - 1 internal SGD steps of size
-        ``feedback_step``, the last gradient written into ``.grad``."""
-        iterations = self.options.feedback_iterations
-        for iteration in range(iterations):
-            step = self.feedback_gradients(trace)
-            if iteration + 1 < iterations:  # an internal step: the same on every process
-                self.reduce_gradients(gradient for _, gradient in step.gradients)
-            for parameter, gradient in step.gradients:
-                if iteration + 1 < iterations:
-                    parameter.sub_(gradient, alpha=self.options.feedback_step)
+        """k evaluations: k - 1 internal SGD steps, the last gradient written into ``.grad``.
+        With one schedule for all, k = ``feedback_iterations`` and the step ``feedback_step``;
+        per layer, evaluation j covers the layers whose own k exceeds j."""
+        schedule = self.feedback_schedule()
+        uniform = (self.options.feedback_iterations, self.options.feedback_step)
+        total = uniform[0] if schedule is None else max(k for k, _ in schedule.values())
+        losses: dict[int, float] = {}
+        reuse: Any = None if schedule is None else {}
+        for iteration in range(total):
+            if schedule is None:
+                step = self.feedback_gradients(trace)
+                plan, reuse = [uniform] * len(step.gradients), step.reuse
+            else:
+                active = [index for index, (k, _) in schedule.items() if k > iteration]
+                step = self.feedback_gradients(trace, active)
+                plan = [schedule[index] for index in active]
+                reuse.update(step.reuse)
+            losses.update(step.losses)
+            internal = []
+            for (parameter, gradient), (k, size) in zip(step.gradients, plan, strict=True):
+                if iteration + 1 < k:
+                    internal.append((parameter, gradient, size))
                 else:
                     assign_gradient(parameter, gradient)
-        return step.losses, step.reuse
+            if internal:  # the same on every process: the schedule is the options'
+                self.reduce_gradients(gradient for _, gradient, _ in internal)
+            for parameter, gradient, size in internal:
+                parameter.sub_(gradient, alpha=size)
+        return losses, reuse
