@@ -259,14 +259,15 @@ def report_runs(directories: list[str], png: str) -> None:
     figure, axes = plt.subplots(figsize=(7, 4.5))
     for r in reports:
         epochs, errors = zip(*r["curve"], strict=True)
-        (line,) = axes.plot(epochs, errors, label=f"{r['rule']} {r['network']}: {r['setting']}")
+        label = f"{r['run']}: {r['rule']} {r['network']}"  # the table names each run's setting
+        (line,) = axes.plot(epochs, errors, label=label)
         if r["published"] is not None:
             axes.axhline(r["published"], color=line.get_color(), linestyle="--", linewidth=0.8)
     axes.set_yscale("log")
     axes.set_xlabel("epoch")
     axes.set_ylabel("MNIST test error % (log)")
     axes.set_title("compartmental rules on MNIST; dashed: published error")
-    axes.legend(fontsize=7)
+    axes.legend(fontsize=7, loc="upper right")
     figure.tight_layout()
     figure.savefig(png, dpi=120)
     plt.close(figure)
