@@ -6,10 +6,12 @@
 
 The rules are those of the registry that simulate compartments (a ``compartment_trace`` method).
 
-Accuracy. Every rule trains 784-500-500-10 (the network of Sacramento et al.'s MNIST run) with SGD
-(momentum 0.9, lr 0.05, batch 32) and its default options for ``--epochs`` epochs; backprop trains
-the same network (same activation, seed, budget). Hidden units: tanh for the microcircuit, sigmoid
-for burstprop and segregated dendrites (the papers' units). The microcircuit runs with its
+Accuracy. Every rule trains its paper's network at its paper's rates (``SETTINGS``: the
+microcircuit 784-500-500-10 tanh, SGD lr 0.05, momentum 0.9; burstprop the authors' 784-500x3-10
+sigmoid with sigmoid output, squared error, lr 0.064 = their 0.01 p_bar N on updates summed over
+the batch, momentum 0.8; segregated dendrites 784-500-10 sigmoid, lr 0.05, momentum 0.9), batch 32
+and its default options for ``--epochs`` epochs; backprop trains the same network with the same
+settings (same activation, seed, budget). The microcircuit runs with its
 defaults: ``depth_compensation=all`` (every layer at BP's pace, as the paper's per-layer rates
 intend) and its teaching phase settled by sweeps.
 Feedback alignment trains the same networks too (``--reference fa``): all three rules send errors
