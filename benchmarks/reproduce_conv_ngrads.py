@@ -3,6 +3,7 @@ Fashion-MNIST.
 
     python benchmarks/reproduce_conv_ngrads.py [--epochs 20] [--train-subset 0] [--seeds 0]
         [--channels 128,256,512,512] [--rules bp,ldrl,...] [--lr RULE=VALUE ...] [--out DIR]
+        [--lr-schedule none|cosine]
     python benchmarks/reproduce_conv_ngrads.py --select-lr [--lr-grid 0.005,0.02,0.08]
         [--extend 2] [--refine] [--select-epochs 2] [--select-subset 5000] [--select-val 2000]
         [same settings]
@@ -19,7 +20,8 @@ first process, 43 for the second)::
         --rules ep-one-sided,pc,bp,dtp,ddtp,ldrl
     wait; OMP_NUM_THREADS=1 python benchmarks/reproduce_conv_ngrads.py $S --epochs 5  # table
 
-(the last command only reads the finished runs; the selection does not depend on
+(the last command only reads the finished runs and draws their test error by epoch,
+``--figure``, by default ``<out>/conv_ngrads.png``; the selection does not depend on
 ``--train-subset`` or ``--epochs``, so one selection serves any main budget). EP, its one-sided
 variant and CHL cost about 20x BP per epoch here, more than half of it the free-phase relaxation
 that evaluates the 15,000 validation and test images every epoch; they set the wall time.
@@ -67,7 +69,8 @@ The papers' claims the table checks, with their budgets:
 Differences kept on purpose: Fashion-MNIST instead of CIFAR-10 (the data reachable offline), one
 optimiser for every rule, with one learning rate per rule chosen from one grid, instead of each
 paper's tuned schedule (Ernoult et al.'s per-layer feedback settings, Laborieux et al.'s
-per-layer rates, PCX's AdamW), and each rule's ngrad defaults (EP and CHL:
+per-layer rates, PCX's AdamW; ``--lr-schedule cosine`` anneals every rule's rate to 0 over the
+run, the decay the three papers use), and each rule's ngrad defaults (EP and CHL:
 feedback strength gamma = 0.25, not the plain Hopfield energy). A run far short of the papers'
 epochs shows the machinery and the early gap, not a verdict on the claims; the table says how far
 short it stopped.
@@ -82,6 +85,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import textwrap
 from pathlib import Path
 
 from _common import (
@@ -133,6 +137,7 @@ def settings(label: str, seed: int, lr: float, args: argparse.Namespace, **budge
         | {
             "rule": rule,
             "lr": lr,
+            "lr_schedule": args.lr_schedule,
             "data": "fashion-mnist",
             "data_dir": args.data_dir,
             "model": "vgg",
@@ -158,6 +163,7 @@ def selection(args: argparse.Namespace) -> LrSelection:
         "channels": args.channels,
         "activation": args.activation,
         "init": args.init,
+        "lr_schedule": args.lr_schedule,
         "epochs": args.select_epochs,
         "train_subset": args.select_subset,
         "val_images": args.select_val,
@@ -215,7 +221,18 @@ def train_or_resume(label: str, seed: int, lr: float, args: argparse.Namespace) 
         "test_error": 100 * (1 - summary["test_accuracy"]),
         "best_epoch": summary.get("best_epoch"),
         "epoch_time_s": summary.get("epoch_time_s"),
+        "curve": test_error_curve(out / "metrics.jsonl"),
     }
+
+
+def test_error_curve(metrics: Path) -> list[tuple[int, float]]:
+    """(epoch, test error %) of every trained epoch in a run's metrics.jsonl."""
+    lines = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    return [
+        (line["epoch"], 100 * (1 - line["test_accuracy"]))
+        for line in lines
+        if line["epoch"] >= 1 and "test_accuracy" in line
+    ]
 
 
 def aggregate(runs: list[dict], rates: dict[str, tuple[float, str]]) -> dict[str, dict]:
@@ -238,11 +255,56 @@ def aggregate(runs: list[dict], rates: dict[str, tuple[float, str]]) -> dict[str
             "epoch_time_s": statistics.fmean(run["epoch_time_s"] or 0.0 for run in mine),
             "failed_runs": sum(run["status"] == "failed" for run in mine),
             "diverged_runs": sum(run["status"] == "diverged" for run in mine),
+            "curve": mean_curve([run["curve"] for run in mine]),
         }
     bp = rows.get("bp")
     for row in rows.values():
         row["bp_gap"] = None if bp is None else row["test_error"] - bp["test_error"]
     return rows
+
+
+def mean_curve(curves: list[list[tuple[int, float]]]) -> list[tuple[int, float]]:
+    """The mean test error by epoch over the seeds, at the epochs every seed has reached."""
+    by_seed = [dict(curve) for curve in curves]
+    shared = sorted(set.intersection(*(set(curve) for curve in by_seed)))
+    return [(epoch, statistics.fmean(curve[epoch] for curve in by_seed)) for epoch in shared]
+
+
+def plot_curves(rows: dict[str, dict], path: Path, setting: str) -> None:
+    """Test error by epoch, one line per variant (mean over its seeds), log scale."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+    figure, axes = plt.subplots(figsize=(7.5, 4.8))
+    for row in rows.values():
+        if not row["curve"]:
+            continue
+        epochs, errors = zip(*row["curve"], strict=True)
+        seeds = len(row["seeds"])
+        broken = row["failed_runs"] + row["diverged_runs"]
+        label = (
+            f"{row['label']} (lr {row['lr']:g}{f', {seeds} seeds' if seeds > 1 else ''}"
+            f"{f', {broken} failed or diverged' if broken else ''})"
+        )
+        style = "--" if broken else "-"
+        axes.plot(epochs, errors, style, marker="o", markersize=2.5, label=label)
+    axes.set_yscale("log")
+    plain = FuncFormatter(lambda value, _: f"{value:g}")
+    axes.yaxis.set_major_formatter(plain)
+    axes.yaxis.set_minor_formatter(plain)
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.set_xlabel("epoch")
+    axes.set_ylabel("Fashion-MNIST test error % (log)")
+    axes.set_title(textwrap.fill(setting, 110), fontsize=7)
+    axes.legend(fontsize=7, loc="upper right")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    print(f"curves written to {path}")
 
 
 def verdicts(rows: dict[str, dict]) -> list[dict]:
@@ -259,14 +321,19 @@ def verdicts(rows: dict[str, dict]) -> list[dict]:
     return out
 
 
-def print_table(rows: dict[str, dict], claims: list[dict], args: argparse.Namespace) -> None:
+def setting_line(args: argparse.Namespace) -> str:
     subset = args.train_subset or "all 55,000"
-    print(
-        f"\nFashion-MNIST, vgg {args.activation} ({args.init} init) channels "
+    return (
+        f"Fashion-MNIST, vgg {args.activation} ({args.init} init) channels "
         f"{','.join(map(str, args.channels))} "
-        f"+ linear classifier, SGD momentum 0.9 (lr per row), batch 128, {args.epochs} epochs, "
+        f"+ linear classifier, SGD momentum 0.9 (lr per row, schedule {args.lr_schedule}), "
+        f"batch 128, {args.epochs} epochs, "
         f"training images: {subset}, seeds {','.join(map(str, args.seeds))}"
     )
+
+
+def print_table(rows: dict[str, dict], claims: list[dict], args: argparse.Namespace) -> None:
+    print("\n" + setting_line(args))
     bp_time = rows["bp"]["epoch_time_s"] if "bp" in rows else None
     print(
         f"{'variant':<13} {'lr':>6} {'lr from':<9} {'test err %':>10} {'std':>5} {'BP gap':>7} "
@@ -328,6 +395,13 @@ def main() -> None:
         choices=("pytorch", "kaiming", "xavier"),
         help="weights' initialisation (kaiming, zero biases: what hard_sigmoid units need here)",
     )
+    parser.add_argument(
+        "--lr-schedule",
+        default="none",
+        choices=("none", "cosine"),
+        help="cosine: the lr anneals to 0 over --epochs (the papers' schedule); a run cannot "
+        "then be extended, and a selection trial anneals over its own --select-epochs",
+    )
     parser.add_argument("--rules", default=",".join(VARIANTS), help="variants to run")
     parser.add_argument("--lr", action="append", default=[], help="VARIANT=VALUE (repeatable)")
     parser.add_argument("--lr-file", help="lr choices (default: <out>/lr_selection.json)")
@@ -341,6 +415,7 @@ def main() -> None:
     parser.add_argument("--data-dir", default=default_data_dir())
     parser.add_argument("--out", default="results/conv_ngrads")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=False)
+    parser.add_argument("--figure", help="test error by epoch (default: <out>/conv_ngrads.png)")
     args = parser.parse_args()
     args.channels = tuple(int(c) for c in args.channels.split(","))
     args.seeds = [int(s) for s in args.seeds.split(",")]
@@ -371,6 +446,7 @@ def main() -> None:
     Path(args.out).mkdir(parents=True, exist_ok=True)
     summary = {"runs": runs, "rows": list(rows.values()), "targets": claims}
     (Path(args.out) / "summary.json").write_text(json.dumps(summary, indent=2))
+    plot_curves(rows, Path(args.figure or Path(args.out) / "conv_ngrads.png"), setting_line(args))
 
 
 if __name__ == "__main__":
