@@ -163,12 +163,13 @@ def selection(args: argparse.Namespace) -> LrSelection:
         "channels": args.channels,
         "activation": args.activation,
         "init": args.init,
-        "lr_schedule": args.lr_schedule,
         "epochs": args.select_epochs,
         "train_subset": args.select_subset,
         "val_images": args.select_val,
         "seed": args.seeds[0],
     } | SETTINGS
+    if args.lr_schedule != "none":  # (files made before the option hold no schedule)
+        setting["lr_schedule"] = args.lr_schedule
     options = {label: variant[1] for label, variant in VARIANTS.items()}
     return LrSelection(Path(args.lr_file), setting, options)
 
