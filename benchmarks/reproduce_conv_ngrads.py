@@ -374,7 +374,12 @@ def print_table(rows: dict[str, dict], claims: list[dict], args: argparse.Namesp
             + (", ".join(short) or "-")
             + (f"; on {args.train_subset} training images" if args.train_subset else "")
             + " (papers: CIFAR-10, full training set). At this budget neither 'met' nor "
-            "'missed' is a verdict on the claims; resume with a larger --epochs."
+            "'missed' is a verdict on the claims; "
+            + (
+                "rerun with a larger --epochs in another --out (a cosine run cannot be extended)."
+                if args.lr_schedule == "cosine"
+                else "resume with a larger --epochs."
+            )
         )
 
 
