@@ -102,6 +102,7 @@ from _common import (
 
 from ngrad.errors import NgradError
 from ngrad.rules import REGISTRY
+from ngrad.train.runs import read_metrics
 
 # Ernoult et al. 2022's SimpleVGG schedule (scalingDTP: beta 0.7; 20-55 feedback iterations, noise
 # 0.08-0.4 and SGD-momentum feedback lrs 1e-4 to 0.18 per layer), as one value for every layer;
@@ -222,13 +223,13 @@ def train_or_resume(label: str, seed: int, lr: float, args: argparse.Namespace) 
         "test_error": 100 * (1 - summary["test_accuracy"]),
         "best_epoch": summary.get("best_epoch"),
         "epoch_time_s": summary.get("epoch_time_s"),
-        "curve": test_error_curve(out / "metrics.jsonl"),
+        "curve": test_error_curve(out, summary["epochs_completed"]),
     }
 
 
-def test_error_curve(metrics: Path) -> list[tuple[int, float]]:
-    """(epoch, test error %) of every trained epoch in a run's metrics.jsonl."""
-    lines = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+def test_error_curve(out: Path, epochs: int) -> list[tuple[int, float]]:
+    """(epoch, test error %) of the run's trained epochs, from its metrics.jsonl."""
+    lines = read_metrics(out / "metrics.jsonl", epochs)
     return [
         (line["epoch"], 100 * (1 - line["test_accuracy"]))
         for line in lines
