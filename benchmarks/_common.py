@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
+import statistics
+import textwrap
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,69 @@ def default_data_dir() -> str:
 
 def fmt(value: float | None, spec: str = ".2f") -> str:
     return "-" if value is None else format(value, spec)
+
+
+def test_error_curve(out: Path, epochs: int) -> list[tuple[int, float]]:
+    """(epoch, test error %) of a run's trained epochs 1..``epochs``, from its metrics.jsonl
+    (read and checked by the training loop's own reader)."""
+    from ngrad.train.runs import read_metrics
+
+    return [
+        (line["epoch"], 100 * (1 - line["test_accuracy"]))
+        for line in read_metrics(out / "metrics.jsonl", epochs)
+        if line["epoch"] >= 1 and math.isfinite(line.get("test_accuracy", math.nan))
+    ]
+
+
+def mean_curve(curves: Sequence[Sequence[tuple[int, float]]]) -> list[tuple[int, float]]:
+    """The mean test error by epoch over the seeds, at the epochs every seed has reached."""
+    by_seed = [dict(curve) for curve in curves]
+    shared = sorted(set.intersection(*(set(curve) for curve in by_seed)))
+    return [(epoch, statistics.fmean(curve[epoch] for curve in by_seed)) for epoch in shared]
+
+
+@dataclasses.dataclass(frozen=True)
+class Curve:
+    """One line of ``plot_error_curves``: (epoch, error %) points; ``dashed`` marks a run that
+    failed or diverged; ``published`` draws the paper's error as a dashed level in its colour."""
+
+    label: str
+    points: Sequence[tuple[int, float]]
+    dashed: bool = False
+    published: float | None = None
+
+
+def plot_error_curves(curves: Iterable[Curve], path: Path | str, title: str, ylabel: str) -> None:
+    """Test error by epoch on a log scale with plain tick labels, one line per curve, to a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+    figure, axes = plt.subplots(figsize=(7.5, 4.8))
+    for curve in curves:
+        if not curve.points:
+            continue
+        epochs, errors = zip(*curve.points, strict=True)
+        style = "--" if curve.dashed else "-"
+        (line,) = axes.plot(epochs, errors, style, marker="o", markersize=2, label=curve.label)
+        if curve.published is not None:
+            axes.axhline(curve.published, color=line.get_color(), linestyle=":", linewidth=1)
+    axes.set_yscale("log")
+    plain = FuncFormatter(lambda value, _: f"{value:g}")
+    axes.yaxis.set_major_formatter(plain)
+    axes.yaxis.set_minor_formatter(plain)
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.set_xlabel("epoch")
+    axes.set_ylabel(ylabel)
+    axes.set_title(textwrap.fill(title, 110), fontsize=7)
+    axes.legend(fontsize=7, loc="upper right")
+    figure.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    print(f"curves written to {path}")
 
 
 def epoch_time(

@@ -68,13 +68,17 @@ import statistics
 from pathlib import Path
 
 from _common import (
+    Curve,
     LrSelection,
     check_saved_settings,
     chosen_rates,
     default_data_dir,
     fmt,
+    mean_curve,
     parse_lr_overrides,
+    plot_error_curves,
     selection_lines,
+    test_error_curve,
     train_to,
     validation_score,
 )
@@ -82,7 +86,7 @@ from _common import (
 from ngrad.analysis.statistics import mean_interval
 from ngrad.errors import NgradError
 from ngrad.rules import get_rule_class
-from ngrad.train.runs import load_run_config, read_metrics
+from ngrad.train.runs import load_run_config
 
 PUBLISHED_BUDGET = 100  # epochs
 PUBLISHED_ERROR = {  # BioTorch Benchmarks.md, Fashion-MNIST, LeNet, top-1 test error %
@@ -151,12 +155,8 @@ def train_or_resume(rule: str, seed: int, args: argparse.Namespace, lr: float) -
     check_saved_settings(out, values())
     summary = train_to(out, args.epochs, values, args.progress)
     epochs = summary["epochs_completed"]
-    tested = [
-        (100 * (1 - line["test_accuracy"]), line["epoch"])
-        for line in read_metrics(out / "metrics.jsonl", epochs)
-        if line["epoch"] >= 1 and math.isfinite(line.get("test_accuracy", math.nan))
-    ]
-    lowest = min(tested, default=(math.nan, None))
+    curve = test_error_curve(out, epochs)
+    lowest = min(((error, epoch) for epoch, error in curve), default=(math.nan, None))
     return {
         "rule": rule,
         "seed": seed,
@@ -170,6 +170,7 @@ def train_or_resume(rule: str, seed: int, args: argparse.Namespace, lr: float) -
         "lowest_test_epoch": lowest[1],
         "best_epoch": summary.get("best_epoch"),
         "epoch_time_s": summary.get("epoch_time_s"),
+        "curve": curve,
     }
 
 
@@ -203,6 +204,7 @@ def aggregate(runs: list[dict], rates: dict[str, tuple[float, str]]) -> list[dic
                 if published is None or math.isnan(low)
                 else low <= published <= high,
                 "epoch_time_s": statistics.fmean(times) if times else None,
+                "curve": mean_curve([run["curve"] for run in mine]),
                 "unfinished_runs": [
                     f"seed {run['seed']}: {run['status']} ({run.get('status_reason') or ''})"
                     for run in mine
@@ -317,7 +319,29 @@ def print_table(rows: list[dict], args: argparse.Namespace) -> None:
         )
 
 
-def save_summary(path: Path, runs: list[dict], rates: dict[str, tuple[float, str]]) -> None:
+def plot_rows(rows: list[dict], path: Path, args: argparse.Namespace) -> None:
+    """Test error by epoch per rule (mean over its seeds), the published error dotted."""
+    curves = [
+        Curve(
+            f"{row['rule']} (lr {row['lr']:g}"
+            + (f", {len(row['seeds'])} seeds" if len(row["seeds"]) > 1 else "")
+            + (", unfinished" if row["unfinished_runs"] else "")
+            + ")",
+            row["curve"],
+            dashed=bool(row["unfinished_runs"]),
+            published=row["published_error"],
+        )
+        for row in rows
+    ]
+    title = (
+        "BioTorch LeNet on Fashion-MNIST (32x32), SGD momentum 0.9, wd 1e-3, batch 64, lr /10 at "
+        f"epochs 50 and 75, seeds {','.join(map(str, args.seeds))}; dotted: published error "
+        "(Sanfiz & Akrout 2021)"
+    )
+    plot_error_curves(curves, path, title, "Fashion-MNIST test error % (log)")
+
+
+def save_summary(path: Path, runs: list[dict], rows: list[dict]) -> None:
     """Write ``{"runs": ..., "rows": ...}`` to ``path``: the runs keep those of other rules,
     seeds or rates that another invocation (a second process) wrote there; the rows are this
     invocation's table (a call listing every rule and seed gathers them all)."""
@@ -328,7 +352,7 @@ def save_summary(path: Path, runs: list[dict], rates: dict[str, tuple[float, str
     merged += runs
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"runs": merged, "rows": aggregate(runs, rates)}, indent=2))
+    tmp.write_text(json.dumps({"runs": merged, "rows": rows}, indent=2))
     tmp.replace(path)
 
 
@@ -346,6 +370,7 @@ def main() -> None:
     parser.add_argument("--data-dir", default=default_data_dir())
     parser.add_argument("--out", default="results/biotorch_lenet")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--figure", help="test error by epoch (default: <out>/biotorch_lenet.png)")
     args = parser.parse_args()
     args.lr = parse_lr_overrides(args.lr)
     try:
@@ -369,8 +394,10 @@ def main() -> None:
             except NgradError as error:
                 raise SystemExit(f"{rule} seed {seed}: {error}") from None
             print(json.dumps(runs[-1]), flush=True)
-    print_table(aggregate(runs, rates), args)
-    save_summary(Path(args.out) / "summary.json", runs, rates)
+    rows = aggregate(runs, rates)
+    print_table(rows, args)
+    save_summary(Path(args.out) / "summary.json", runs, rows)
+    plot_rows(rows, Path(args.figure or Path(args.out) / "biotorch_lenet.png"), args)
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import default_data_dir, epoch_time, fmt
+from _common import Curve, default_data_dir, epoch_time, fmt, plot_error_curves
 
 import ngrad
 from ngrad.rules import REGISTRY
@@ -253,27 +253,13 @@ def report_runs(directories: list[str], png: str) -> None:
         "smallest test error of any epoch, chosen on the test set (optimistic; what a paper that "
         "reports its best test epoch would print)"
     )
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(7, 4.5))
-    for r in reports:
-        epochs, errors = zip(*r["curve"], strict=True)
-        label = f"{r['run']}: {r['rule']} {r['network']}"  # the table names each run's setting
-        (line,) = axes.plot(epochs, errors, label=label)
-        if r["published"] is not None:
-            axes.axhline(r["published"], color=line.get_color(), linestyle="--", linewidth=0.8)
-    axes.set_yscale("log")
-    axes.set_xlabel("epoch")
-    axes.set_ylabel("MNIST test error % (log)")
-    axes.set_title("compartmental rules on MNIST; dashed: published error")
-    axes.legend(fontsize=7, loc="upper right")
-    figure.tight_layout()
-    figure.savefig(png, dpi=120)
-    plt.close(figure)
-    print(f"curves written to {png}")
+    curves = [
+        # the table names each run's setting
+        Curve(f"{r['run']}: {r['rule']} {r['network']}", r["curve"], published=r["published"])
+        for r in reports
+    ]
+    title = "compartmental rules on MNIST; dotted: published error"
+    plot_error_curves(curves, png, title, "MNIST test error % (log)")
 
 
 def main() -> None:

@@ -85,24 +85,26 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import textwrap
 from pathlib import Path
 
 from _common import (
+    Curve,
     LrSelection,
     check_saved_settings,
     chosen_rates,
     default_data_dir,
     fmt,
+    mean_curve,
     parse_lr_overrides,
+    plot_error_curves,
     selection_lines,
+    test_error_curve,
     train_to,
     validation_score,
 )
 
 from ngrad.errors import NgradError
 from ngrad.rules import REGISTRY
-from ngrad.train.runs import read_metrics
 
 # Ernoult et al. 2022's SimpleVGG schedule (scalingDTP: beta 0.7; 20-55 feedback iterations, noise
 # 0.08-0.4 and SGD-momentum feedback lrs 1e-4 to 0.18 per layer), as one value for every layer;
@@ -227,16 +229,6 @@ def train_or_resume(label: str, seed: int, lr: float, args: argparse.Namespace) 
     }
 
 
-def test_error_curve(out: Path, epochs: int) -> list[tuple[int, float]]:
-    """(epoch, test error %) of the run's trained epochs, from its metrics.jsonl."""
-    lines = read_metrics(out / "metrics.jsonl", epochs)
-    return [
-        (line["epoch"], 100 * (1 - line["test_accuracy"]))
-        for line in lines
-        if line["epoch"] >= 1 and "test_accuracy" in line
-    ]
-
-
 def aggregate(runs: list[dict], rates: dict[str, tuple[float, str]]) -> dict[str, dict]:
     rows: dict[str, dict] = {}
     for label in dict.fromkeys(run["label"] for run in runs):
@@ -265,48 +257,18 @@ def aggregate(runs: list[dict], rates: dict[str, tuple[float, str]]) -> dict[str
     return rows
 
 
-def mean_curve(curves: list[list[tuple[int, float]]]) -> list[tuple[int, float]]:
-    """The mean test error by epoch over the seeds, at the epochs every seed has reached."""
-    by_seed = [dict(curve) for curve in curves]
-    shared = sorted(set.intersection(*(set(curve) for curve in by_seed)))
-    return [(epoch, statistics.fmean(curve[epoch] for curve in by_seed)) for epoch in shared]
-
-
 def plot_curves(rows: dict[str, dict], path: Path, setting: str) -> None:
-    """Test error by epoch, one line per variant (mean over its seeds), log scale."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-    from matplotlib.ticker import FuncFormatter, MaxNLocator
-
-    figure, axes = plt.subplots(figsize=(7.5, 4.8))
+    """Test error by epoch, one line per variant (mean over its seeds), log scale; a variant
+    with a failed or diverged run is drawn dashed."""
+    curves = []
     for row in rows.values():
-        if not row["curve"]:
-            continue
-        epochs, errors = zip(*row["curve"], strict=True)
-        seeds = len(row["seeds"])
-        broken = row["failed_runs"] + row["diverged_runs"]
+        seeds, broken = len(row["seeds"]), row["failed_runs"] + row["diverged_runs"]
         label = (
             f"{row['label']} (lr {row['lr']:g}{f', {seeds} seeds' if seeds > 1 else ''}"
             f"{f', {broken} failed or diverged' if broken else ''})"
         )
-        style = "--" if broken else "-"
-        axes.plot(epochs, errors, style, marker="o", markersize=2.5, label=label)
-    axes.set_yscale("log")
-    plain = FuncFormatter(lambda value, _: f"{value:g}")
-    axes.yaxis.set_major_formatter(plain)
-    axes.yaxis.set_minor_formatter(plain)
-    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes.set_xlabel("epoch")
-    axes.set_ylabel("Fashion-MNIST test error % (log)")
-    axes.set_title(textwrap.fill(setting, 110), fontsize=7)
-    axes.legend(fontsize=7, loc="upper right")
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    print(f"curves written to {path}")
+        curves.append(Curve(label, row["curve"], dashed=bool(broken)))
+    plot_error_curves(curves, path, setting, "Fashion-MNIST test error % (log)")
 
 
 def verdicts(rows: dict[str, dict]) -> list[dict]:
