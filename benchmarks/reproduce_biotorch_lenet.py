@@ -44,6 +44,8 @@ target) and inside the interval. BioTorch publishes one run per rule (its config
 2021), so the interval is ours only: it says how far seed-to-seed variation alone could move our
 number, not theirs. Lines under the table check the published ordering, BP < sign symmetry <
 DFA, FA, on the means.
+``--figure PATH`` (default ``<out>/biotorch_lenet.png``) draws each row's test error by epoch
+(mean over its seeds; dashed where a run diverged or failed) with the published error dotted.
 
 A run is bit-for-bit repeatable on one machine for a given number of CPU threads, and differs
 with another (float sums in another order): two epochs of BP on 3,000 images gave identical losses
@@ -60,6 +62,7 @@ throughout). The table says how many of the 100 epochs each rule has run.
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import itertools
 import json
@@ -205,6 +208,7 @@ def aggregate(runs: list[dict], rates: dict[str, tuple[float, str]]) -> list[dic
                 else low <= published <= high,
                 "epoch_time_s": statistics.fmean(times) if times else None,
                 "curve": mean_curve([run["curve"] for run in mine]),
+                "statuses": [run["status"] for run in mine],
                 "unfinished_runs": [
                     f"seed {run['seed']}: {run['status']} ({run.get('status_reason') or ''})"
                     for run in mine
@@ -325,7 +329,11 @@ def plot_rows(rows: list[dict], path: Path, args: argparse.Namespace) -> None:
         Curve(
             f"{row['rule']} (lr {row['lr']:g}"
             + (f", {len(row['seeds'])} seeds" if len(row["seeds"]) > 1 else "")
-            + (", unfinished" if row["unfinished_runs"] else "")
+            + "".join(
+                f", {count} {status}"
+                for status, count in collections.Counter(row["statuses"]).items()
+                if status not in (None, "completed")
+            )
             + ")",
             row["curve"],
             dashed=bool(row["unfinished_runs"]),
